@@ -385,3 +385,41 @@ func unmap(s string) netip.AddrPort {
 	ap := netip.MustParseAddrPort(s)
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
+
+func TestPodClientReachesProxyOnLinkLocal(t *testing.T) {
+	f := newFixture(t)
+	remove, err := AddLocalAddress(f.opts.Proxy.Remote)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := remove(); err != nil {
+			t.Errorf("remove link-local address: %v", err)
+		}
+	})
+	serve(t, f.r, listen(t, "tcp4", net.JoinHostPort(f.opts.Proxy.Remote.String(), strconv.Itoa(int(f.proxyPort)))))
+	pod := testenv.NewPod(t)
+	podCg := testenv.NewCgroup(t, f.cg)
+
+	cmd := pod.Command(testenv.Helper("dial", "tcp4", f.target("127.77.0.5"), "from-pod", "0"))
+	testenv.InCgroup(t, cmd, podCg)
+	var d testenv.DialResult
+	testenv.RunJSON(t, cmd, &d)
+	rep := decodeReply(t, d)
+	if rep.Origin.CgroupID != podCg.ID {
+		t.Errorf("cgroup = %d; want the pod's %d", rep.Origin.CgroupID, podCg.ID)
+	}
+	host, err := hostNetnsCookie()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Origin.NetnsCookie == 0 || rep.Origin.NetnsCookie == host {
+		t.Errorf("netns cookie = %d; want the pod's (host is %d)", rep.Origin.NetnsCookie, host)
+	}
+	if rep.Origin.Dst.String() != f.target("127.77.0.5") || d.Peer != f.target("127.77.0.5") {
+		t.Errorf("dst = %s, getpeername = %s; want %s", rep.Origin.Dst, d.Peer, f.target("127.77.0.5"))
+	}
+	if rep.Payload != "from-pod" {
+		t.Errorf("payload = %q", rep.Payload)
+	}
+}
