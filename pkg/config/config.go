@@ -1,29 +1,75 @@
 // Package config reads and validates the tollgate agent's YAML configuration.
 package config
 
-import "time"
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Values of the enumerated keys.
+const (
+	FailClosed = "fail-closed" // bpf.on_agent_down: connections to targets are refused while the agent is down
+	FailOpen   = "fail-open"   // bpf.on_agent_down: connections go straight to the target while the agent is down
+
+	DurabilityBatch  = "batch"  // audit.durability: group commit
+	DurabilityStrict = "strict" // audit.durability: a statement is forwarded only after its record is on disk
+
+	TLSDisable    = "disable"     // tls.mode: plain TCP upstream
+	TLSRequire    = "require"     // tls.mode: TLS, certificate not verified
+	TLSVerifyFull = "verify-full" // tls.mode: TLS, certificate chain and host name verified
+)
+
+// Defaults applied by SetDefaults.
+const (
+	DefaultStateDir      = "/var/lib/tollgate"
+	DefaultControlSocket = "/run/tollgate/tollctl.sock"
+	DefaultCgroup        = "/"
+	DefaultPinDir        = "/sys/fs/bpf/tollgate"
+	DefaultOnAgentDown   = FailClosed
+	DefaultProxyPort     = 15001
+	DefaultLinkLocal     = "169.254.77.1"
+	DefaultMark          = 0x70670001
+	DefaultPolicyDir     = "/etc/tollgate/policy"
+	DefaultDurability    = DurabilityBatch
+	DefaultShutdownGrace = 10 * time.Second
+	DefaultTLSMode       = TLSDisable
+)
 
 // Config is the whole agent configuration. The keys below are a public
 // contract (DESIGN.md, "Config contract"): add keys, never rename or remove.
+//
+// Every path in the file (directories, sockets, password_file, ca_file)
+// must be absolute: the daemon's working directory is no anchor.
 type Config struct {
 	// StateDir holds the journal, keys and runtime state. Default /var/lib/tollgate.
 	StateDir string `yaml:"state_dir"`
 	// ControlSocket is the unix socket of the control API. Default /run/tollgate/tollctl.sock.
-	ControlSocket string `yaml:"control_socket"`
+	ControlSocket string     `yaml:"control_socket"`
 	BPF           BPF        `yaml:"bpf"`
 	Proxy         Proxy      `yaml:"proxy"`
 	Identities    []Identity `yaml:"identities"`
 	Targets       []Target   `yaml:"targets"`
 	Policy        Policy     `yaml:"policy"`
 	Audit         Audit      `yaml:"audit"`
-	// ShutdownGrace bounds how long SIGTERM waits for sessions to drain. Default 10s.
+	// ShutdownGrace bounds how long SIGTERM waits for sessions to drain,
+	// written as a Go duration ("30s"). Default (and when 0) 10s.
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+
+	file  string         // name given to Parse, for errors
+	lines map[string]int // key path ("targets[1].address") -> line of the key
 }
 
 // BPF configures the kernel side.
 type BPF struct {
-	// Cgroup is the cgroup v2 subtree (relative to the cgroup2 mount) whose
-	// processes are governed. Default "/".
+	// Cgroup is the cgroup v2 subtree (an absolute path relative to the
+	// cgroup2 mount) whose processes are governed. Default "/".
 	Cgroup string `yaml:"cgroup"`
 	// PinDir is where links and maps are pinned on bpffs. Default /sys/fs/bpf/tollgate.
 	PinDir string `yaml:"pin_dir"`
@@ -34,22 +80,24 @@ type BPF struct {
 // Proxy configures where redirected connections land.
 type Proxy struct {
 	// Port is the TCP port the proxy listens on (IPv4 loopback, IPv6
-	// loopback and the link-local address). Default 15001.
+	// loopback and the link-local address). Default (and when 0) 15001.
 	Port uint16 `yaml:"port"`
-	// LinkLocal is the /32 address added for clients in other network
-	// namespaces (pods). Default 169.254.77.1.
+	// LinkLocal is the IPv4 link-local (169.254.0.0/16) address added as a
+	// /32 for clients in other network namespaces (pods). Default 169.254.77.1.
 	LinkLocal string `yaml:"link_local"`
 	// Mark is the SO_MARK set on the agent's upstream sockets; such sockets
-	// are never redirected. Default 0x70670001.
+	// are never redirected. Default (and when 0) 0x70670001.
 	Mark uint32 `yaml:"mark"`
 }
 
-// Identity is a configured workload identity.
+// Identity is a configured workload identity. No defaults.
 type Identity struct {
-	Name    string        `yaml:"name"`
-	Owner   string        `yaml:"owner"`
-	Purpose string        `yaml:"purpose"`
-	Match   IdentityMatch `yaml:"match"`
+	// Name is required and unique among identities.
+	Name    string `yaml:"name"`
+	Owner   string `yaml:"owner"`
+	Purpose string `yaml:"purpose"`
+	// Match must set at least one field.
+	Match IdentityMatch `yaml:"match"`
 	// Line is the line in the config file where this identity starts.
 	Line int `yaml:"-"`
 }
@@ -57,7 +105,9 @@ type Identity struct {
 // IdentityMatch selects the workloads an identity covers. All set fields
 // must match.
 type IdentityMatch struct {
-	// Cgroup matches a cgroup v2 path exactly, or a subtree when it ends in "/*" or "/**".
+	// Cgroup matches an absolute cgroup v2 path exactly, its direct
+	// children when it ends in "/*", or the path and its whole subtree
+	// when it ends in "/**".
 	Cgroup string `yaml:"cgroup"`
 	// SystemdUnit matches the workload's systemd unit name.
 	SystemdUnit string `yaml:"systemd_unit"`
@@ -67,31 +117,32 @@ type IdentityMatch struct {
 
 // Target is a protected resource.
 type Target struct {
+	// Name is required and unique among targets.
 	Name string `yaml:"name"`
-	// Protocol names a registered l7 engine: postgres | tcp.
+	// Protocol names a registered l7 engine: postgres | tcp. Required.
 	Protocol string `yaml:"protocol"`
-	// Address is what clients dial: host:port, or CIDR:port ("10.20.0.0/16:5432").
+	// Address is what clients dial: IP:port ("10.20.0.5:5432",
+	// "[fd00::5]:5432") or CIDR:port ("10.20.0.0/16:5432",
+	// "[fd00::/64]:5432"). Never a host name: the kernel matches IP
+	// addresses. See Match.
 	Address string `yaml:"address"`
-	// Upstream is where the agent connects. Default: Address (which must then be host:port).
-	Upstream    string      `yaml:"upstream"`
+	// Upstream is where the agent connects: host:port, where host may be a
+	// name. Default: Address, when Address is a single IP; required when
+	// Address is a CIDR.
+	Upstream string `yaml:"upstream"`
+	// Credentials are injected upstream. Default: none.
 	Credentials Credentials `yaml:"credentials"`
 	TLS         TLS         `yaml:"tls"`
 	// Line is the line in the config file where this target starts.
 	Line int `yaml:"-"`
 }
 
-// Credentials are injected upstream; the client never sees them.
-type Credentials struct {
-	Username     string `yaml:"username"`
-	Password     string `yaml:"-"` // read from PasswordFile or PasswordEnv at load
-	PasswordFile string `yaml:"password_file"`
-	PasswordEnv  string `yaml:"password_env"`
-}
-
 // TLS configures the agent's upstream connection.
 type TLS struct {
 	// Mode is disable (default) | require | verify-full.
-	Mode   string `yaml:"mode"`
+	Mode string `yaml:"mode"`
+	// CAFile is a PEM bundle of the CAs trusted for the upstream (modes
+	// require and verify-full). Default: the system roots.
 	CAFile string `yaml:"ca_file"`
 }
 
@@ -107,4 +158,93 @@ type Audit struct {
 	Dir string `yaml:"dir"`
 	// Durability is batch (default) or strict.
 	Durability string `yaml:"durability"`
+}
+
+// Load reads the config file at path and returns it parsed, defaulted and
+// validated, as Parse does. Errors name the file as path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(data, path)
+}
+
+// Parse decodes data strictly (see Decode), applies SetDefaults and runs
+// Validate, which also reads each target's password. name is the file name
+// used in error messages ("tollgate.yaml:12: targets[1].address: ...").
+func Parse(data []byte, name string) (*Config, error) {
+	c, err := Decode(data, name)
+	if err != nil {
+		return nil, err
+	}
+	c.SetDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Decode decodes one YAML document strictly: a key the config does not
+// define, a duplicate key or a value of the wrong type is an error that names
+// the key and its line. It applies no defaults and validates nothing else;
+// it touches neither files nor the environment (tollctl uses it to find the
+// control socket without reading secrets). The errors are *Error values,
+// joined with errors.Join when there are several.
+func Decode(data []byte, name string) (*Config, error) {
+	c := &Config{file: name, lines: map[string]int{}}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return c, nil // an empty file: all defaults
+		}
+		return nil, syntaxError(name, err)
+	}
+	var extra yaml.Node
+	switch err := dec.Decode(&extra); {
+	case errors.Is(err, io.EOF):
+	case err != nil:
+		return nil, syntaxError(name, err)
+	case !isEmptyDocument(&extra):
+		return nil, &Error{File: name, Line: extra.Line, Err: errors.New("a second YAML document; the config is one document")}
+	}
+
+	root := &doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) > 0 {
+		root = root.Content[0]
+	}
+	d := &decoder{file: name, lines: c.lines, budget: 10000 + 10*countNodes(root, 0)}
+	if r := d.resolve(root); r != nil && r.Kind != yaml.MappingNode && !isNull(r) {
+		return nil, &Error{File: name, Line: r.Line, Err: fmt.Errorf("the config must be a mapping of keys, got %s", describe(r))}
+	}
+	d.decodeValue(root, reflect.ValueOf(c).Elem(), "", root.Line)
+	if err := joinErrors(d.errs); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Line reports the line in the file where key (a path such as
+// "targets[1].credentials.password_file") is written; for a key the file
+// leaves out, the line of the nearest enclosing key that it writes; 0 when
+// the config did not come from Parse or Decode.
+func (c *Config) Line(key string) int {
+	for k := key; k != ""; k = parentKey(k) {
+		if l, ok := c.lines[k]; ok {
+			return l
+		}
+	}
+	return 0
+}
+
+// KeyError returns err as an *Error at key, with the file name and the key's
+// line: for checks that only the daemon can make (does bpf.cgroup exist, is
+// the protocol registered), reported the way Validate reports its own.
+func (c *Config) KeyError(key string, err error) error {
+	return &Error{File: c.file, Line: c.Line(key), Key: key, Err: err}
+}
+
+func (c *Config) errorf(key, format string, args ...any) error {
+	return c.KeyError(key, fmt.Errorf(format, args...))
 }
