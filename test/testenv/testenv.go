@@ -15,8 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/tollgate-dev/tollgate/pkg/bpffs"
 	"github.com/tollgate-dev/tollgate/pkg/cgroup2"
 )
 
@@ -43,27 +42,12 @@ func RequirePrivileged(t testing.TB) {
 // directory under it, removed at cleanup.
 func BPFFS(t testing.TB) string {
 	t.Helper()
-	if err := EnsureBPFFS("/sys/fs/bpf"); err != nil {
+	if err := bpffs.Mount("/sys/fs/bpf"); err != nil {
 		t.Fatal(err)
 	}
 	dir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("tollgate-test-%d-%d", os.Getpid(), time.Now().UnixNano()))
 	t.Cleanup(func() { removePins(dir) })
 	return dir
-}
-
-// EnsureBPFFS mounts bpffs at dir unless one is mounted there already.
-func EnsureBPFFS(dir string) error {
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err == nil && st.Type == unix.BPF_FS_MAGIC {
-		return nil
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	if err := unix.Mount("bpffs", dir, "bpf", 0, "mode=0700"); err != nil {
-		return fmt.Errorf("mount bpffs at %s: %w", dir, err)
-	}
-	return nil
 }
 
 func removePins(dir string) {

@@ -1,0 +1,196 @@
+// Command tollctl is the SRE's view of a running tollgate agent: status,
+// live sessions and, as the agent grows, approvals and the audit journal.
+//
+// Exit codes: 0 success, 1 error, 2 usage, 3 agent unreachable, 4 not found.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tollgate-dev/tollgate/l7"
+	"github.com/tollgate-dev/tollgate/pkg/control"
+)
+
+const (
+	exitError    = 1
+	exitUsage    = 2
+	exitDown     = 3
+	exitNotFound = 4
+)
+
+type globals struct {
+	socket string
+	output string
+}
+
+func main() {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:           "tollctl",
+		Short:         "Inspect and steer a running tollgate agent",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if g.output != "table" && g.output != "json" {
+				return usageError{fmt.Errorf("-o %q: want table or json", g.output)}
+			}
+			return nil
+		},
+	}
+	def := os.Getenv("TOLLGATE_SOCKET")
+	if def == "" {
+		def = control.DefaultSocket
+	}
+	root.PersistentFlags().StringVar(&g.socket, "socket", def, "agent control socket (env TOLLGATE_SOCKET)")
+	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table | json")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(statusCmd(g), sessionsCmd(g))
+	err := root.Execute()
+	if err == nil {
+		return
+	}
+	fmt.Fprintln(os.Stderr, "tollctl:", err)
+	var ue usageError
+	switch {
+	case errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") || strings.Contains(err.Error(), "arg(s)"):
+		os.Exit(exitUsage)
+	case errors.Is(err, control.ErrAgentDown):
+		os.Exit(exitDown)
+	case errors.Is(err, control.ErrNotFound):
+		os.Exit(exitNotFound)
+	}
+	os.Exit(exitError)
+}
+
+type usageError struct{ error }
+
+func (g *globals) client() *control.Client { return control.NewClient(g.socket) }
+
+func ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 30*time.Second)
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func statusCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show whether the agent is up, what it governs and how many sessions are open",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, cancel := ctx()
+			defer cancel()
+			st, err := g.client().Status(c)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if g.output == "json" {
+				return printJSON(out, st)
+			}
+			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(w, "agent:\tup (pid %d, version %s, since %s)\n", st.PID, st.Version, st.Started.Format(time.RFC3339))
+			fmt.Fprintf(w, "governed cgroup:\t%s\n", st.Cgroup)
+			fmt.Fprintf(w, "on agent down:\t%s\n", st.OnAgentDown)
+			fmt.Fprintf(w, "pins:\t%s (adopted from a previous run: %v)\n", st.PinDir, st.Adopted)
+			fmt.Fprintf(w, "proxy:\t%s\n", strings.Join(st.Listen, ", "))
+			fmt.Fprintf(w, "sessions open:\t%d\n", st.SessionsOpen)
+			fmt.Fprintf(w, "kernel:\tredirected %d, established %d, exempt %d, udp denied %d\n",
+				st.Kernel.Redirected, st.Kernel.Established, st.Kernel.Exempt, st.Kernel.DeniedUDP)
+			w.Flush()
+			fmt.Fprintln(out)
+			w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "TARGET\tPROTOCOL\tADDRESS\tUPSTREAM")
+			for _, t := range st.Targets {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", t.Name, t.Protocol, t.Address, t.Upstream)
+			}
+			return w.Flush()
+		},
+	}
+}
+
+func sessionsCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "sessions", Short: "Live and recent sessions"}
+	ls := &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List live and recent sessions",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, cancel := ctx()
+			defer cancel()
+			ss, err := g.client().Sessions(c)
+			if err != nil {
+				return err
+			}
+			if g.output == "json" {
+				if ss == nil {
+					ss = []l7.SessionInfo{}
+				}
+				return printJSON(cmd.OutOrStdout(), ss)
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "ID\tIDENTITY\tTARGET\tDIALLED\tPID\tSTARTED\tSTATE\tBYTES IN/OUT")
+			for _, s := range ss {
+				id := s.Identity
+				if !s.Known {
+					id += " (unknown)"
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d/%d\n", s.ID, id, s.Target, s.Dst, s.PID,
+					s.Started.Format(time.TimeOnly), s.State, s.BytesIn, s.BytesOut)
+			}
+			return w.Flush()
+		},
+	}
+	show := &cobra.Command{
+		Use:   "show ID",
+		Short: "Show one session",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, cancel := ctx()
+			defer cancel()
+			s, err := g.client().Session(c, args[0])
+			if err != nil {
+				return err
+			}
+			if g.output == "json" {
+				return printJSON(cmd.OutOrStdout(), s)
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			wl := s.Workload
+			rows := [][2]string{
+				{"id", s.ID}, {"state", s.State}, {"target", s.Target + " (" + s.Protocol + ")"},
+				{"dialled", s.Dst.String()}, {"identity", fmt.Sprintf("%s (known: %v)", s.Identity, s.Known)},
+				{"owner", wl.Owner}, {"purpose", wl.Purpose}, {"cgroup", wl.Cgroup}, {"systemd unit", wl.SystemdUnit},
+				{"pid", fmt.Sprint(s.PID)}, {"user", fmt.Sprintf("%s (uid %d)", wl.User, s.UID)}, {"exe", wl.Exe},
+				{"netns cookie", fmt.Sprint(s.NetnsCookie)}, {"started", s.Started.Format(time.RFC3339Nano)},
+				{"bytes in/out", fmt.Sprintf("%d/%d", s.BytesIn, s.BytesOut)},
+			}
+			if !s.Ended.IsZero() {
+				rows = append(rows, [2]string{"ended", s.Ended.Format(time.RFC3339Nano)})
+			}
+			for _, r := range rows {
+				if r[1] != "" {
+					fmt.Fprintf(w, "%s:\t%s\n", r[0], r[1])
+				}
+			}
+			return w.Flush()
+		},
+	}
+	cmd.AddCommand(ls, show)
+	return cmd
+}

@@ -1,0 +1,435 @@
+// Package agent assembles the tollgate daemon: it attaches the redirect,
+// listens where redirected connections land, identifies each one and hands
+// it to the protocol engine of its target.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/tollgate-dev/tollgate/l7"
+	"github.com/tollgate-dev/tollgate/pkg/bpffs"
+	"github.com/tollgate-dev/tollgate/pkg/cgroup2"
+	"github.com/tollgate-dev/tollgate/pkg/config"
+	"github.com/tollgate-dev/tollgate/pkg/control"
+	"github.com/tollgate-dev/tollgate/pkg/identity"
+	lf "github.com/tollgate-dev/tollgate/pkg/logfields"
+	"github.com/tollgate-dev/tollgate/redirect"
+)
+
+// Version is the agent's version, set by the build.
+var Version = "dev"
+
+// Agent is a running tollgate daemon.
+type Agent struct {
+	log      *zap.Logger
+	cfgPath  string
+	mount    string
+	sessions *l7.Table
+	resolver *identity.Resolver
+	started  time.Time
+
+	state atomic.Pointer[state]
+
+	// set by Run
+	redir     *redirect.Redirector
+	listen    []string
+	reloadMu  sync.Mutex
+	sessionWG sync.WaitGroup
+}
+
+// state is what a config (re)load produces; sessions keep the target they
+// started with.
+type state struct {
+	cfg     *config.Config
+	targets []*target
+	loaded  time.Time
+}
+
+type target struct {
+	cfg    *config.Target
+	prefix netip.Prefix
+	port   uint16
+	engine l7.Engine
+}
+
+// New prepares an agent from the config at path. Nothing is attached or
+// listened on until Run.
+func New(cfgPath string, log *zap.Logger) (*Agent, error) {
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return nil, err
+	}
+	mount, err := cgroup2.Mount()
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{
+		log:      log,
+		cfgPath:  cfgPath,
+		mount:    mount,
+		sessions: l7.NewTable(0),
+		started:  time.Now(),
+	}
+	st, err := a.build(cfg)
+	if err != nil {
+		return nil, err
+	}
+	a.state.Store(st)
+	a.resolver = identity.NewResolver(mount, cfg.Identities)
+	return a, nil
+}
+
+// build checks cfg against this host and makes its engines.
+func (a *Agent) build(cfg *config.Config) (*state, error) {
+	if err := cfg.ValidateProtocols(l7.IsRegistered); err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(a.mount, cfg.BPF.Cgroup)
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("bpf.cgroup: %q is not a cgroup v2 directory under %s", cfg.BPF.Cgroup, a.mount)
+	}
+	st := &state{cfg: cfg, loaded: time.Now()}
+	deps := l7.Deps{Dial: a.dialer(cfg.Proxy.Mark), Log: a.log}
+	for i := range cfg.Targets {
+		t := &cfg.Targets[i]
+		prefix, port, err := t.Match()
+		if err != nil {
+			return nil, err
+		}
+		eng, err := l7.New(t, deps)
+		if err != nil {
+			return nil, err
+		}
+		st.targets = append(st.targets, &target{cfg: t, prefix: prefix, port: port, engine: eng})
+	}
+	return st, nil
+}
+
+// dialer opens upstream connections with the agent's SO_MARK, which the
+// kernel programs never redirect.
+func (a *Agent) dialer(mark uint32) func(ctx context.Context, network, address string) (net.Conn, error) {
+	d := &net.Dialer{
+		Timeout: 10 * time.Second,
+		Control: func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_MARK, int(mark))
+			}); err != nil {
+				return err
+			}
+			return serr
+		},
+	}
+	return d.DialContext
+}
+
+func (st *state) redirectTargets() []redirect.Target {
+	out := make([]redirect.Target, len(st.targets))
+	for i, t := range st.targets {
+		out[i] = redirect.Target{ID: uint32(i + 1), Prefix: t.prefix, Port: t.port}
+	}
+	return out
+}
+
+// match finds the target a connection to dst was meant for.
+func (st *state) match(dst netip.AddrPort) *target {
+	var best *target
+	for _, t := range st.targets {
+		if t.port == dst.Port() && t.prefix.Contains(dst.Addr()) && (best == nil || t.prefix.Bits() > best.prefix.Bits()) {
+			best = t
+		}
+	}
+	return best
+}
+
+// Run attaches, serves until ctx is cancelled, then drains sessions for at
+// most the configured grace and lets go of the kernel side according to
+// bpf.on_agent_down.
+func (a *Agent) Run(ctx context.Context) (err error) {
+	cfg := a.state.Load().cfg
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("state_dir: %w", err)
+	}
+	if err := bpffs.Mount("/sys/fs/bpf"); err != nil {
+		return err
+	}
+	if !bpffs.IsMounted(filepath.Dir(cfg.BPF.PinDir)) && !bpffs.IsMounted(cfg.BPF.PinDir) {
+		return fmt.Errorf("bpf.pin_dir: %s is not on a bpf filesystem", cfg.BPF.PinDir)
+	}
+
+	v4 := netip.MustParseAddr("127.0.0.1")
+	v6 := netip.MustParseAddr("::1")
+	remote, err := netip.ParseAddr(cfg.Proxy.LinkLocal)
+	if err != nil {
+		return fmt.Errorf("proxy.link_local: %w", err)
+	}
+	removeAddr, err := redirect.AddLocalAddress(remote)
+	if err != nil {
+		return err
+	}
+
+	var lns []net.Listener
+	defer func() {
+		for _, l := range lns {
+			l.Close()
+		}
+	}()
+	for _, addr := range []netip.Addr{v4, v6, remote} {
+		ap := netip.AddrPortFrom(addr, cfg.Proxy.Port)
+		l, err := net.Listen("tcp", ap.String())
+		if err != nil {
+			if addr == v6 {
+				a.log.Warn("no IPv6 loopback; IPv6 dials to targets will be refused", zap.Error(err))
+				continue
+			}
+			return fmt.Errorf("proxy listen %s: %w", ap, err)
+		}
+		lns = append(lns, l)
+		a.listen = append(a.listen, ap.String())
+	}
+
+	// The control socket first: a second agent on the same config stops
+	// here, before touching the kernel side the first one owns.
+	ctrl, err := control.Listen(cfg.ControlSocket, -1, a)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			ctrl.Shutdown(context.Background())
+		}
+	}()
+
+	exempt, err := a.ownCgroup()
+	if err != nil {
+		return err
+	}
+	a.redir, err = redirect.Attach(redirect.Options{
+		Cgroup:  filepath.Join(a.mount, cfg.BPF.Cgroup),
+		PinDir:  cfg.BPF.PinDir,
+		Proxy:   redirect.Proxy{Port: cfg.Proxy.Port, V4: v4, Remote: remote, V6: v6},
+		Mark:    cfg.Proxy.Mark,
+		Exempt:  exempt,
+		Targets: a.state.Load().redirectTargets(),
+	})
+	if err != nil {
+		return err
+	}
+	a.log.Info("redirect attached",
+		zap.String(lf.Cgroup, cfg.BPF.Cgroup), zap.String(lf.PinDir, cfg.BPF.PinDir),
+		zap.Bool("adopted", a.redir.Adopted()), zap.Strings(lf.Listen, a.listen))
+
+
+	sessCtx, cancelSessions := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelSessions()
+	g, gctx := errgroup.WithContext(ctx)
+	for _, l := range lns {
+		g.Go(func() error { return a.accept(sessCtx, l) })
+	}
+	// The control API stays up while sessions drain.
+	ctrlErr := make(chan error, 1)
+	go func() { ctrlErr <- ctrl.Serve() }()
+	g.Go(func() error {
+		<-gctx.Done()
+		for _, l := range lns {
+			l.Close()
+		}
+		return nil
+	})
+	<-gctx.Done()
+	runErr := g.Wait()
+
+	// Drain: sessions get the grace period to finish, then are cut.
+	drained := make(chan struct{})
+	go func() { a.sessionWG.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(cfg.ShutdownGrace):
+		a.log.Warn("shutdown grace over; closing sessions", zap.Int("sessions_open", a.sessions.Count()))
+		cancelSessions()
+		<-drained
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	shutErr := ctrl.Shutdown(shutCtx)
+	return errors.Join(runErr, shutErr, <-ctrlErr, a.release(cfg, removeAddr))
+}
+
+// release lets go of the kernel side. Fail-closed keeps the programs
+// attached and the proxy address in place, so governed connections are
+// refused until an agent returns; fail-open detaches everything.
+func (a *Agent) release(cfg *config.Config, removeAddr func() error) error {
+	if cfg.BPF.OnAgentDown == "fail-open" {
+		a.log.Warn("fail-open: detaching; governed connections now go direct")
+		return errors.Join(a.redir.Detach(), removeAddr())
+	}
+	return a.redir.Close()
+}
+
+// ownCgroup is the agent's own cgroup id: its sockets are never redirected
+// (the SO_MARK covers upstream dials; this covers everything else).
+func (a *Agent) ownCgroup() ([]uint64, error) {
+	p, err := cgroup2.ProcPath(os.Getpid())
+	if err != nil {
+		return nil, err
+	}
+	id, err := cgroup2.ID(a.mount, p)
+	if err != nil {
+		return nil, err
+	}
+	return []uint64{id}, nil
+}
+
+func (a *Agent) accept(ctx context.Context, l net.Listener) error {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			a.log.Warn("accept", zap.Error(err))
+			time.Sleep(10 * time.Millisecond) // EMFILE and the like: don't spin
+			continue
+		}
+		a.sessionWG.Add(1)
+		go func() {
+			defer a.sessionWG.Done()
+			a.handle(ctx, c)
+		}()
+	}
+}
+
+// handle identifies an accepted connection and runs its session.
+func (a *Agent) handle(ctx context.Context, c net.Conn) {
+	origin, err := a.redir.LookupConn(c)
+	if err != nil {
+		// Not redirected by our programs (someone dialled the proxy port
+		// directly) or the record is gone: refuse, never guess.
+		a.log.Warn("connection without origin refused", zap.String(lf.Peer, c.RemoteAddr().String()), zap.Error(err))
+		c.Close()
+		return
+	}
+	st := a.state.Load()
+	t := st.match(origin.Dst)
+	if t == nil {
+		a.log.Warn("connection to a target no longer configured refused", zap.Stringer(lf.Dst, origin.Dst))
+		c.Close()
+		return
+	}
+	s := &l7.Session{
+		ID:       l7.NewID(),
+		Target:   t.cfg,
+		Origin:   origin,
+		Workload: a.resolver.Resolve(origin),
+		Start:    time.Now(),
+	}
+	s.Log = a.log.With(zap.String(lf.Session, s.ID), zap.String(lf.Target, t.cfg.Name))
+	s.Log.Info("session start",
+		zap.String(lf.Identity, s.Workload.Name), zap.Bool("known", s.Workload.Known),
+		zap.Stringer(lf.Dst, origin.Dst), zap.Uint64(lf.CgroupID, origin.CgroupID),
+		zap.Uint32(lf.PID, origin.PID), zap.Uint32(lf.UID, origin.UID), zap.Uint64(lf.NetnsCookie, origin.NetnsCookie))
+	a.sessions.Add(s)
+	err = t.engine.Serve(ctx, s, c)
+	a.sessions.Done(s)
+	fields := []zap.Field{zap.Int64(lf.BytesIn, s.BytesIn.Load()), zap.Int64(lf.BytesOut, s.BytesOut.Load()), zap.Duration(lf.Duration, s.End().Sub(s.Start))}
+	if err != nil && !errors.Is(err, context.Canceled) {
+		fields = append(fields, zap.Error(err))
+	}
+	s.Log.Info("session end", fields...)
+}
+
+// Reload re-reads the config file: targets and identities change for new
+// sessions; live sessions keep what they started with. Keys that need a
+// restart (bpf, proxy, state_dir, control_socket) are reported and kept.
+func (a *Agent) Reload() error {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	cfg, err := config.Load(a.cfgPath)
+	if err != nil {
+		return err
+	}
+	old := a.state.Load().cfg
+	if cfg.BPF != old.BPF || cfg.Proxy != old.Proxy || cfg.StateDir != old.StateDir || cfg.ControlSocket != old.ControlSocket {
+		a.log.Warn("bpf, proxy, state_dir and control_socket changes take effect at the next restart")
+		cfg.BPF, cfg.Proxy, cfg.StateDir, cfg.ControlSocket = old.BPF, old.Proxy, old.StateDir, old.ControlSocket
+	}
+	st, err := a.build(cfg)
+	if err != nil {
+		return err
+	}
+	if a.redir != nil {
+		if err := a.redir.SetTargets(st.redirectTargets()); err != nil {
+			return err
+		}
+	}
+	a.resolver.SetIdentities(cfg.Identities)
+	a.state.Store(st)
+	a.log.Info("config reloaded", zap.Int("targets", len(st.targets)), zap.Int("identities", len(cfg.Identities)))
+	return nil
+}
+
+// Status implements control.Backend.
+func (a *Agent) Status() control.Status {
+	st := a.state.Load()
+	s := control.Status{
+		Version:      Version,
+		PID:          os.Getpid(),
+		Started:      a.started,
+		Cgroup:       st.cfg.BPF.Cgroup,
+		PinDir:       st.cfg.BPF.PinDir,
+		OnAgentDown:  st.cfg.BPF.OnAgentDown,
+		Listen:       a.listen,
+		SessionsOpen: a.sessions.Count(),
+		ConfigLoaded: st.loaded,
+	}
+	for _, t := range st.targets {
+		s.Targets = append(s.Targets, control.TargetStatus{Name: t.cfg.Name, Protocol: t.cfg.Protocol, Address: t.cfg.Address, Upstream: t.cfg.Upstream})
+	}
+	if a.redir != nil {
+		s.Adopted = a.redir.Adopted()
+		if k, err := a.redir.Stats(); err == nil {
+			s.Kernel = control.KernelCounters{Redirected: k.Redirected, Exempt: k.Exempt, DeniedUDP: k.DeniedUdp, Established: k.Established, NotConfigured: k.NotConfigured}
+		}
+	}
+	return s
+}
+
+// Sessions implements control.Backend: live sessions first, then recent.
+func (a *Agent) Sessions() []l7.SessionInfo {
+	var out []l7.SessionInfo
+	for _, s := range a.sessions.Live() {
+		out = append(out, s.Snapshot())
+	}
+	for _, s := range a.sessions.Recent() {
+		out = append(out, s.Snapshot())
+	}
+	return out
+}
+
+// Session implements control.Backend.
+func (a *Agent) Session(id string) (l7.SessionInfo, bool) {
+	s, ok := a.sessions.Get(id)
+	if !ok {
+		return l7.SessionInfo{}, false
+	}
+	return s.Snapshot(), true
+}
+
+var _ control.Backend = (*Agent)(nil)

@@ -1,0 +1,92 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/tollgate-dev/tollgate/l7"
+)
+
+// ErrAgentDown is returned when nothing answers on the control socket.
+var ErrAgentDown = errors.New("agent is not running (control socket unreachable)")
+
+// ErrNotFound is returned for an unknown object (a session id, say).
+var ErrNotFound = errors.New("not found")
+
+// Client talks to an agent's control socket.
+type Client struct {
+	socket string
+	hc     *http.Client
+}
+
+// NewClient returns a client for the socket at path.
+func NewClient(path string) *Client {
+	return &Client{
+		socket: path,
+		hc: &http.Client{
+			Timeout: 30 * time.Second,
+			Transport: &http.Transport{
+				DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+					var d net.Dialer
+					return d.DialContext(ctx, "unix", path)
+				},
+			},
+		},
+	}
+}
+
+// Status asks for the agent's status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var s Status
+	return s, c.get(ctx, "/v1/status", &s)
+}
+
+// Sessions lists live and recent sessions.
+func (c *Client) Sessions(ctx context.Context) ([]l7.SessionInfo, error) {
+	var s []l7.SessionInfo
+	return s, c.get(ctx, "/v1/sessions", &s)
+}
+
+// Session returns one session.
+func (c *Client) Session(ctx context.Context, id string) (l7.SessionInfo, error) {
+	var s l7.SessionInfo
+	return s, c.get(ctx, "/v1/sessions/"+id, &s)
+}
+
+func (c *Client) get(ctx context.Context, path string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://tollgate"+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			return fmt.Errorf("%w: %s: %v", ErrAgentDown, c.socket, op.Err)
+		}
+		return fmt.Errorf("control: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("control: read reply: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var ae apiError
+		json.Unmarshal(body, &ae)
+		if resp.StatusCode == http.StatusNotFound {
+			return fmt.Errorf("%w: %s", ErrNotFound, ae.Error)
+		}
+		return fmt.Errorf("control: %s: %s", resp.Status, ae.Error)
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("control: decode reply: %w", err)
+	}
+	return nil
+}

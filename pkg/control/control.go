@@ -1,0 +1,185 @@
+// Package control is the agent's control API: JSON over HTTP on a unix
+// socket that only root (and an optional group) may open, and its client,
+// which tollctl uses. Every request carries the caller's peer credentials.
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/tollgate-dev/tollgate/l7"
+)
+
+// DefaultSocket is where tollctl looks when neither --socket nor
+// TOLLGATE_SOCKET says otherwise.
+const DefaultSocket = "/run/tollgate/tollctl.sock"
+
+// Status is the agent's answer to `tollctl status`.
+type Status struct {
+	Version      string         `json:"version"`
+	PID          int            `json:"pid"`
+	Started      time.Time      `json:"started"`
+	Cgroup       string         `json:"cgroup"`
+	PinDir       string         `json:"pin_dir"`
+	OnAgentDown  string         `json:"on_agent_down"`
+	Adopted      bool           `json:"adopted_pinned_links"`
+	Listen       []string       `json:"listen"`
+	Targets      []TargetStatus `json:"targets"`
+	SessionsOpen int            `json:"sessions_open"`
+	Kernel       KernelCounters `json:"kernel"`
+	ConfigLoaded time.Time      `json:"config_loaded"`
+}
+
+// TargetStatus describes one configured target.
+type TargetStatus struct {
+	Name     string `json:"name"`
+	Protocol string `json:"protocol"`
+	Address  string `json:"address"`
+	Upstream string `json:"upstream"`
+}
+
+// KernelCounters are the eBPF programs' event counters.
+type KernelCounters struct {
+	Redirected    uint64 `json:"redirected"`
+	Exempt        uint64 `json:"exempt"`
+	DeniedUDP     uint64 `json:"denied_udp"`
+	Established   uint64 `json:"established"`
+	NotConfigured uint64 `json:"not_configured"`
+}
+
+// Backend is what the server asks the agent.
+type Backend interface {
+	Status() Status
+	Sessions() []l7.SessionInfo
+	Session(id string) (l7.SessionInfo, bool)
+}
+
+// Peer is the process on the other end of a control connection.
+type Peer struct {
+	PID int32  `json:"pid"`
+	UID uint32 `json:"uid"`
+	GID uint32 `json:"gid"`
+}
+
+type peerKey struct{}
+
+// PeerFrom returns the caller's credentials inside a handler.
+func PeerFrom(ctx context.Context) (Peer, bool) {
+	p, ok := ctx.Value(peerKey{}).(Peer)
+	return p, ok
+}
+
+// Server serves the control API.
+type Server struct {
+	b    Backend
+	srv  *http.Server
+	ln   net.Listener
+	path string
+}
+
+// Listen creates the socket at path, readable and writable by root only
+// (and by gid when gid >= 0), replacing a stale one.
+func Listen(path string, gid int, b Backend) (*Server, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("control: %w", err)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("control: %s is in use by another agent", path)
+	}
+	os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("control: %w", err)
+	}
+	mode := os.FileMode(0o600)
+	if gid >= 0 {
+		if err := os.Chown(path, 0, gid); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("control: chown socket: %w", err)
+		}
+		mode = 0o660
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control: chmod socket: %w", err)
+	}
+	s := &Server{b: b, ln: ln, path: path}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, b.Status()) })
+	mux.HandleFunc("GET /v1/sessions", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, b.Sessions()) })
+	mux.HandleFunc("GET /v1/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
+		si, ok := b.Session(r.PathValue("id"))
+		if !ok {
+			writeError(w, http.StatusNotFound, "no session "+r.PathValue("id"))
+			return
+		}
+		writeJSON(w, http.StatusOK, si)
+	})
+	s.srv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if p, err := peerOf(c); err == nil {
+				ctx = context.WithValue(ctx, peerKey{}, p)
+			}
+			return ctx
+		},
+	}
+	return s, nil
+}
+
+// Serve serves until Shutdown.
+func (s *Server) Serve() error {
+	if err := s.srv.Serve(s.ln); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("control: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops the server and removes the socket.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	os.Remove(s.path)
+	return err
+}
+
+func peerOf(c net.Conn) (Peer, error) {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return Peer{}, errors.New("not a unix connection")
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return Peer{}, err
+	}
+	var cred *syscall.Ucred
+	var serr error
+	raw.Control(func(fd uintptr) { cred, serr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED) })
+	if serr != nil {
+		return Peer{}, serr
+	}
+	return Peer{PID: cred.Pid, UID: cred.Uid, GID: cred.Gid}, nil
+}
+
+type apiError struct {
+	Error string `json:"error"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, apiError{Error: msg})
+}

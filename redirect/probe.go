@@ -1,0 +1,70 @@
+package redirect
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/tollgate-dev/tollgate/bpf"
+)
+
+// ProbeResult says whether one program could be loaded and attached.
+type ProbeResult struct {
+	Program string
+	Err     error
+}
+
+// Probe loads every program without pinning anything and attaches each one
+// with a bpf_link to a throwaway cgroup it creates under cgroupMount (never
+// the root), then removes it all. It tells whether this kernel can run the
+// agent.
+func Probe(cgroupMount string) ([]ProbeResult, error) {
+	spec, err := bpf.LoadTollgate()
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range spec.Maps {
+		m.Pinning = ebpf.PinNone
+	}
+	var objs bpf.TollgateObjects
+	if err := spec.LoadAndAssign(&objs, nil); err != nil {
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			err = fmt.Errorf("%w (verifier: %s)", err, lastLines(verr.Log, 3))
+		}
+		return nil, fmt.Errorf("load programs: %w", err)
+	}
+	defer objs.Close()
+
+	dir := filepath.Join(cgroupMount, fmt.Sprintf("tollgate-probe-%d", os.Getpid()))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create probe cgroup: %w", err)
+	}
+	defer os.Remove(dir)
+	cg, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer cg.Close()
+
+	var out []ProbeResult
+	for _, p := range programs {
+		l, err := link.AttachRawLink(link.RawLinkOptions{Target: int(cg.Fd()), Program: p.prog(&objs.TollgatePrograms), Attach: p.attach})
+		if err == nil {
+			err = l.Close()
+		}
+		out = append(out, ProbeResult{Program: p.name, Err: err})
+	}
+	return out, nil
+}
+
+func lastLines(lines []string, n int) []string {
+	if len(lines) > n {
+		return lines[len(lines)-n:]
+	}
+	return lines
+}
