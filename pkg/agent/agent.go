@@ -232,7 +232,6 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		zap.String(lf.Cgroup, cfg.BPF.Cgroup), zap.String(lf.PinDir, cfg.BPF.PinDir),
 		zap.Bool("adopted", a.redir.Adopted()), zap.Strings(lf.Listen, a.listen))
 
-
 	sessCtx, cancelSessions := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelSessions()
 	g, gctx := errgroup.WithContext(ctx)

@@ -163,7 +163,9 @@ func peerOf(c net.Conn) (Peer, error) {
 	}
 	var cred *syscall.Ucred
 	var serr error
-	raw.Control(func(fd uintptr) { cred, serr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED) })
+	raw.Control(func(fd uintptr) {
+		cred, serr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+	})
 	if serr != nil {
 		return Peer{}, serr
 	}
