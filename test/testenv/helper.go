@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -58,6 +59,9 @@ func RunHelper() {
 		}
 		wg.Wait()
 		out = res
+	case "hold": // network, address: relay stdin lines to the connection, replies to stdout
+		hold(args[0], args[1])
+		os.Exit(0)
 	case "sendto": // address: an unconnected UDP datagram
 		out = sendto(args[0])
 	case "spawn": // run a dial from a child process (fork/exec inheritance)
@@ -213,4 +217,77 @@ func dialMapped(address string) (net.Conn, error) {
 		return nil, fmt.Errorf("connect %s: %w", address, err)
 	}
 	return net.FileConn(f)
+}
+
+// hold keeps one connection open: each line read from stdin is sent and one
+// reply line is printed, until stdin ends. "connected" or "error: ..." is
+// printed first.
+func hold(network, address string) {
+	c, err := net.DialTimeout(network, address, 5*time.Second)
+	if err != nil {
+		fmt.Println("error:", err)
+		return
+	}
+	defer c.Close()
+	fmt.Println("connected")
+	in := bufio.NewScanner(os.Stdin)
+	rd := bufio.NewReader(c)
+	for in.Scan() {
+		if _, err := fmt.Fprintln(c, in.Text()); err != nil {
+			fmt.Println("error:", err)
+			return
+		}
+		line, err := rd.ReadString('\n')
+		if err != nil {
+			fmt.Println("error:", err)
+			return
+		}
+		fmt.Print(line)
+	}
+}
+
+// Held is a helper client holding a connection open.
+type Held struct {
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Reader
+}
+
+// Hold starts a helper in cgroup c that keeps a connection to address open.
+// It fails the test unless the connection is established.
+func Hold(t testing.TB, c Cgroup, network, address string) *Held {
+	t.Helper()
+	cmd := Helper("hold", network, address)
+	InCgroup(t, cmd, c)
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Close(); cmd.Process.Kill(); cmd.Wait() })
+	h := &Held{cmd: cmd, in: in, out: bufio.NewReader(out)}
+	if line := h.line(); line != "connected" {
+		t.Fatalf("hold %s: %s", address, line)
+	}
+	return h
+}
+
+func (h *Held) line() string {
+	l, err := h.out.ReadString('\n')
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	return strings.TrimSuffix(l, "\n")
+}
+
+// Send sends one line and returns the reply line (or "error: ...").
+func (h *Held) Send(line string) string {
+	fmt.Fprintln(h.in, line)
+	return h.line()
 }
