@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# make demo: a throwaway PostgreSQL, the tollgate agent on an embedded default
+# config, and a legacy script in a governed cgroup that dials the database
+# at an address where nothing else answers. Everything is removed at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+[ "$(id -u)" -eq 0 ] || { echo "demo: run as root (eBPF, cgroups)"; exit 1; }
+PGBIN=/usr/lib/postgresql/15/bin
+TG=bin/tollgate TCTL=bin/tollctl
+work=$(mktemp -d /tmp/tollgate-demo.XXXXXX)
+chmod 755 "$work"
+cgmount=$(awk '$9 == "cgroup2" { print $5; exit }' /proc/self/mountinfo)
+cg="/tollgate-demo-$$"
+pins="/sys/fs/bpf/tollgate-demo-$$"
+linklocal=169.254.77.200
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+pgport=$(free_port) proxyport=$(free_port)
+agent_pid=""
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+cleanup() {
+  set +e
+  [ -n "$agent_pid" ] && kill -TERM "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
+  rm -rf "$pins"
+  [ -d "$cgmount$cg" ] && rmdir "$cgmount$cg"
+  ip addr del "$linklocal/32" dev lo 2>/dev/null
+  [ -f "$work/pg/postmaster.pid" ] && runuser -u postgres -- "$PGBIN/pg_ctl" -D "$work/pg" -m immediate stop >/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+say "1. A throwaway PostgreSQL on 127.0.0.1:$pgport"
+mkdir "$work/pg" && chown postgres "$work/pg"
+runuser -u postgres -- "$PGBIN/initdb" -D "$work/pg" -A trust -U postgres >/dev/null
+runuser -u postgres -- "$PGBIN/pg_ctl" -D "$work/pg" -l "$work/pg/log" -w \
+  -o "-c listen_addresses=127.0.0.1 -p $pgport -k $work/pg -c fsync=off" start >/dev/null
+psql -X -q -h 127.0.0.1 -p "$pgport" -U postgres -c "CREATE DATABASE orders"
+psql -X -q -h 127.0.0.1 -p "$pgport" -U postgres -d orders <<'SQL'
+CREATE TABLE customers (id int PRIMARY KEY, name text, email text, card text);
+INSERT INTO customers VALUES
+  (1, 'Ada Lovelace', 'ada@example.com', '4111 1111 1111 1111'),
+  (2, 'Alan Turing',  'alan@example.org', '5500 0000 0000 0004');
+SQL
+echo "ready; the orders database has a customers table"
+
+say "2. Nothing answers at the address the legacy script uses (127.77.0.5:5432)"
+psql -X -h 127.77.0.5 -p 5432 -U postgres -d orders -c 'select 1' 2>&1 | head -2 || true
+
+say "3. The tollgate agent, governing cgroup $cg"
+mkdir "$cgmount$cg"
+sed -e "s#@WORK@#$work#g" -e "s#@CGROUP@#$cg#g" -e "s#@PINS@#$pins#g" \
+    -e "s#@PROXYPORT@#$proxyport#g" -e "s#@LINKLOCAL@#$linklocal#g" -e "s#@PGPORT@#$pgport#g" \
+    deploy/demo/tollgate.yaml > "$work/tollgate.yaml"
+cat "$work/tollgate.yaml" | sed 's/^/    /'
+$TG run --config "$work/tollgate.yaml" > "$work/agent.log" 2>&1 &
+agent_pid=$!
+for _ in $(seq 100); do $TCTL --socket "$work/tollctl.sock" status >/dev/null 2>&1 && break; sleep 0.1; done
+$TCTL --socket "$work/tollctl.sock" status
+
+say "4. The legacy script, unchanged, started inside the governed cgroup"
+sed 's/^/    /' deploy/demo/legacy-report.sh
+bash -c "echo \$\$ > $cgmount$cg/cgroup.procs && exec deploy/demo/legacy-report.sh"
+
+say "5. What tollgate saw"
+$TCTL --socket "$work/tollctl.sock" sessions ls
+id=$($TCTL --socket "$work/tollctl.sock" sessions ls -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
+$TCTL --socket "$work/tollctl.sock" sessions show "$id"
+
+say "6. Agent log"
+sed 's/^/    /' "$work/agent.log"
+
+say "7. Cleaning up: agent stopped, pins, cgroup and database removed"
