@@ -99,7 +99,7 @@ func (a *Agent) build(cfg *config.Config) (*state, error) {
 	}
 	dir := filepath.Join(a.mount, cfg.BPF.Cgroup)
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		return nil, fmt.Errorf("bpf.cgroup: %q is not a cgroup v2 directory under %s", cfg.BPF.Cgroup, a.mount)
+		return nil, cfg.KeyError("bpf.cgroup", fmt.Errorf("%q is not a cgroup v2 directory under %s", cfg.BPF.Cgroup, a.mount))
 	}
 	st := &state{cfg: cfg, loaded: time.Now()}
 	deps := l7.Deps{Dial: a.dialer(cfg.Proxy.Mark), Log: a.log}
