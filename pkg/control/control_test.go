@@ -1,0 +1,104 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/tollgate-dev/tollgate/l7"
+)
+
+type fakeBackend struct{ sessions []l7.SessionInfo }
+
+func (f fakeBackend) Status() Status             { return Status{Version: "test", SessionsOpen: len(f.sessions)} }
+func (f fakeBackend) Sessions() []l7.SessionInfo { return f.sessions }
+func (f fakeBackend) Session(id string) (l7.SessionInfo, bool) {
+	for _, s := range f.sessions {
+		if s.ID == id {
+			return s, true
+		}
+	}
+	return l7.SessionInfo{}, false
+}
+
+func serve(t *testing.T, b Backend) (*Server, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "run", "tollctl.sock")
+	s, err := Listen(path, -1, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve() }()
+	t.Cleanup(func() {
+		s.Shutdown(context.Background())
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return s, path
+}
+
+func TestSocketIsRootOnly(t *testing.T) {
+	_, path := serve(t, fakeBackend{})
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fi.Mode().Perm(); got != 0o600 {
+		t.Errorf("socket mode = %v; want 0600", got)
+	}
+	if _, err := Listen(path, -1, fakeBackend{}); err == nil {
+		t.Error("a second server took over a live socket")
+	}
+}
+
+func TestClientRoundTrip(t *testing.T) {
+	b := fakeBackend{sessions: []l7.SessionInfo{{ID: "s_1", Target: "db", State: l7.StateOpen}}}
+	_, path := serve(t, b)
+	c := NewClient(path)
+	ctx := context.Background()
+	st, err := c.Status(ctx)
+	if err != nil || st.Version != "test" || st.SessionsOpen != 1 {
+		t.Errorf("Status = %+v, %v", st, err)
+	}
+	ss, err := c.Sessions(ctx)
+	if err != nil || len(ss) != 1 || ss[0].ID != "s_1" {
+		t.Errorf("Sessions = %+v, %v", ss, err)
+	}
+	if _, err := c.Session(ctx, "nope"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Session(nope) err = %v; want ErrNotFound", err)
+	}
+}
+
+func TestClientAgentDown(t *testing.T) {
+	c := NewClient(filepath.Join(t.TempDir(), "absent.sock"))
+	if _, err := c.Status(context.Background()); !errors.Is(err, ErrAgentDown) {
+		t.Errorf("err = %v; want ErrAgentDown", err)
+	}
+}
+
+func TestPeerCredentials(t *testing.T) {
+	var got Peer
+	var ok bool
+	path := filepath.Join(t.TempDir(), "peer.sock")
+	s, err := Listen(path, -1, fakeBackend{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, ok = PeerFrom(r.Context())
+		writeJSON(w, http.StatusOK, Status{})
+	})
+	go s.Serve()
+	defer s.Shutdown(context.Background())
+	if _, err := NewClient(path).Status(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !ok || got.UID != uint32(os.Getuid()) || got.PID != int32(os.Getpid()) {
+		t.Errorf("peer = %+v (found %v); want uid %d pid %d", got, ok, os.Getuid(), os.Getpid())
+	}
+}
