@@ -4,6 +4,7 @@ package l7
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"sort"
@@ -32,6 +33,11 @@ type Deps struct {
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
 	// Log is the engine's logger; sessions get a child of it.
 	Log *zap.Logger
+	// ClientTLS is the agent's server-side TLS config for clients that ask
+	// for TLS (PostgreSQL SSLRequest, direct TLS). Nil: TLS is refused.
+	ClientTLS *tls.Config
+	// StateDir is the agent's state directory, for engines that keep files.
+	StateDir string
 }
 
 // Factory builds an engine for one target.

@@ -5,6 +5,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/l7"
 	"github.com/tollgate-dev/tollgate/pkg/bpffs"
+	"github.com/tollgate-dev/tollgate/pkg/certs"
 	"github.com/tollgate-dev/tollgate/pkg/cgroup2"
 	"github.com/tollgate-dev/tollgate/pkg/config"
 	"github.com/tollgate-dev/tollgate/pkg/control"
@@ -102,7 +104,11 @@ func (a *Agent) build(cfg *config.Config) (*state, error) {
 		return nil, cfg.KeyError("bpf.cgroup", fmt.Errorf("%q is not a cgroup v2 directory under %s", cfg.BPF.Cgroup, a.mount))
 	}
 	st := &state{cfg: cfg, loaded: time.Now()}
-	deps := l7.Deps{Dial: a.dialer(cfg.Proxy.Mark), Log: a.log}
+	clientTLS, err := a.clientTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
+	deps := l7.Deps{Dial: a.dialer(cfg.Proxy.Mark), Log: a.log, ClientTLS: clientTLS, StateDir: cfg.StateDir}
 	for i := range cfg.Targets {
 		t := &cfg.Targets[i]
 		prefix, port, err := t.Match()
@@ -116,6 +122,32 @@ func (a *Agent) build(cfg *config.Config) (*state, error) {
 		st.targets = append(st.targets, &target{cfg: t, prefix: prefix, port: port, engine: eng})
 	}
 	return st, nil
+}
+
+// clientTLS is the certificate presented to clients that ask for TLS: the
+// configured one, or a self-signed one kept in <state_dir>/tls whose names
+// include every target's address.
+func (a *Agent) clientTLS(cfg *config.Config) (*tls.Config, error) {
+	var cert tls.Certificate
+	var err error
+	if cfg.Proxy.TLS.CertFile != "" {
+		cert, err = certs.Load(cfg.Proxy.TLS.CertFile, cfg.Proxy.TLS.KeyFile)
+		if err != nil {
+			return nil, cfg.KeyError("proxy.tls", err)
+		}
+	} else {
+		var hosts []string
+		for i := range cfg.Targets {
+			if p, _, err := cfg.Targets[i].Match(); err == nil && p.IsSingleIP() {
+				hosts = append(hosts, p.Addr().String())
+			}
+		}
+		cert, err = certs.SelfSigned(filepath.Join(cfg.StateDir, "tls"), hosts, time.Now())
+		if err != nil {
+			return nil, err
+		}
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"postgresql"}}, nil
 }
 
 // dialer opens upstream connections with the agent's SO_MARK, which the

@@ -88,6 +88,16 @@ type Proxy struct {
 	// Mark is the SO_MARK set on the agent's upstream sockets; such sockets
 	// are never redirected. Default (and when 0) 0x70670001.
 	Mark uint32 `yaml:"mark"`
+	// TLS is the certificate the proxy presents to clients that ask for
+	// TLS (PostgreSQL sslmode=require). Default: a self-signed certificate
+	// generated once into <state_dir>/tls.
+	TLS ProxyTLS `yaml:"tls"`
+}
+
+// ProxyTLS names a certificate and key (PEM). Both or neither.
+type ProxyTLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
 }
 
 // Identity is a configured workload identity. No defaults.

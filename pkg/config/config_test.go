@@ -643,3 +643,14 @@ func TestBadStateDirReportedOnce(t *testing.T) {
 		t.Errorf("got %q; want %q", got, want)
 	}
 }
+
+func TestProxyTLSNeedsBoth(t *testing.T) {
+	_, err := Parse([]byte("proxy:\n  tls:\n    cert_file: /etc/x.crt\n"), "t.yaml")
+	if err == nil || !strings.Contains(err.Error(), "t.yaml:2: proxy.tls") {
+		t.Errorf("err = %v; want it to name proxy.tls and its line", err)
+	}
+	_, err = Parse([]byte("proxy:\n  tls:\n    cert_file: /nonexistent/x.crt\n    key_file: /nonexistent/x.key\n"), "t.yaml")
+	if err == nil || !strings.Contains(err.Error(), "proxy.tls.cert_file") {
+		t.Errorf("err = %v; want an unreadable cert_file named", err)
+	}
+}

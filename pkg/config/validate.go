@@ -160,6 +160,18 @@ func (p *Proxy) validate(v *checker, key string) {
 	if err != nil || !a.Is4() || !a.IsLinkLocalUnicast() {
 		v.errorf(key+".link_local", "%q is not an IPv4 link-local address (169.254.0.0/16)", p.LinkLocal)
 	}
+	if (p.TLS.CertFile == "") != (p.TLS.KeyFile == "") {
+		v.errorf(key+".tls", "set both cert_file and key_file, or neither (a self-signed certificate is generated)")
+		return
+	}
+	for _, f := range []struct{ key, path string }{{key + ".tls.cert_file", p.TLS.CertFile}, {key + ".tls.key_file", p.TLS.KeyFile}} {
+		if f.path == "" || !checkAbs(v, f.key, f.path) {
+			continue
+		}
+		if _, err := os.ReadFile(f.path); err != nil {
+			v.errorf(f.key, "%v", err)
+		}
+	}
 }
 
 // SetDefaults sets Dir to /etc/tollgate/policy when empty.
