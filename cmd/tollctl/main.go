@@ -19,6 +19,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/l7"
 	"github.com/tollgate-dev/tollgate/pkg/control"
+	"github.com/tollgate-dev/tollgate/pkg/identity"
 )
 
 const (
@@ -54,7 +55,7 @@ func main() {
 	root.PersistentFlags().StringVar(&g.socket, "socket", def, "agent control socket (env TOLLGATE_SOCKET)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table | json")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(statusCmd(g), sessionsCmd(g))
+	root.AddCommand(statusCmd(g), sessionsCmd(g), identitiesCmd(g))
 	err := root.Execute()
 	if err == nil {
 		return
@@ -193,4 +194,51 @@ func sessionsCmd(g *globals) *cobra.Command {
 	}
 	cmd.AddCommand(ls, show)
 	return cmd
+}
+
+func identitiesCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "identities", Short: "Configured and discovered workload identities"}
+	cmd.AddCommand(&cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List identities with owner, purpose, cgroups, targets and what they did",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, cancel := ctx()
+			defer cancel()
+			ids, err := g.client().Identities(c)
+			if err != nil {
+				return err
+			}
+			if g.output == "json" {
+				if ids == nil {
+					ids = []identity.InventoryEntry{}
+				}
+				return printJSON(cmd.OutOrStdout(), ids)
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "NAME\tKNOWN\tOWNER\tPURPOSE\tCGROUPS\tTARGETS\tLAST SEEN\tSESSIONS\tALLOWED\tDENIED")
+			for _, e := range ids {
+				seen := "never"
+				if !e.LastSeen.IsZero() {
+					seen = e.LastSeen.Format(time.RFC3339)
+				}
+				owner := e.Owner
+				if len(e.Problems) > 0 {
+					owner += " (" + strings.Join(e.Problems, ", ") + ")"
+				}
+				fmt.Fprintf(w, "%s\t%v\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", e.Name, e.Known, dash(owner), dash(e.Purpose),
+					dash(strings.Join(e.Cgroups, ",")), dash(strings.Join(e.Targets, ",")), seen, e.Sessions, e.Allowed, e.Denied)
+			}
+			return w.Flush()
+		},
+	})
+	return cmd
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

@@ -36,12 +36,13 @@ var Version = "dev"
 
 // Agent is a running tollgate daemon.
 type Agent struct {
-	log      *zap.Logger
-	cfgPath  string
-	mount    string
-	sessions *l7.Table
-	resolver *identity.Resolver
-	started  time.Time
+	log       *zap.Logger
+	cfgPath   string
+	mount     string
+	sessions  *l7.Table
+	resolver  *identity.Resolver
+	inventory *identity.Inventory
+	started   time.Time
 
 	state atomic.Pointer[state]
 
@@ -91,6 +92,10 @@ func New(cfgPath string, log *zap.Logger) (*Agent, error) {
 	}
 	a.state.Store(st)
 	a.resolver = identity.NewResolver(mount, cfg.Identities)
+	a.inventory = identity.NewInventory(cfg.Identities)
+	for _, m := range a.inventory.Missing() {
+		log.Warn("identity lacks what an auditor will ask for", zap.String("problem", m))
+	}
 	return a, nil
 }
 
@@ -377,6 +382,7 @@ func (a *Agent) handle(ctx context.Context, c net.Conn) {
 		zap.Stringer(lf.Dst, origin.Dst), zap.Uint64(lf.CgroupID, origin.CgroupID),
 		zap.Uint32(lf.PID, origin.PID), zap.Uint32(lf.UID, origin.UID), zap.Uint64(lf.NetnsCookie, origin.NetnsCookie))
 	a.sessions.Add(s)
+	a.inventory.Seen(s.Workload, t.cfg.Name, s.Start)
 	err = t.engine.Serve(ctx, s, c)
 	a.sessions.Done(s)
 	fields := []zap.Field{zap.Int64(lf.BytesIn, s.BytesIn.Load()), zap.Int64(lf.BytesOut, s.BytesOut.Load()), zap.Duration(lf.Duration, s.End().Sub(s.Start))}
@@ -411,6 +417,7 @@ func (a *Agent) Reload() error {
 		}
 	}
 	a.resolver.SetIdentities(cfg.Identities)
+	a.inventory.SetIdentities(cfg.Identities)
 	a.state.Store(st)
 	a.log.Info("config reloaded", zap.Int("targets", len(st.targets)), zap.Int("identities", len(cfg.Identities)))
 	return nil
@@ -462,5 +469,8 @@ func (a *Agent) Session(id string) (l7.SessionInfo, bool) {
 	}
 	return s.Snapshot(), true
 }
+
+// Identities implements control.Backend.
+func (a *Agent) Identities() []identity.InventoryEntry { return a.inventory.List() }
 
 var _ control.Backend = (*Agent)(nil)

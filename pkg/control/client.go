@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tollgate-dev/tollgate/l7"
+	"github.com/tollgate-dev/tollgate/pkg/identity"
 )
 
 // ErrAgentDown is returned when nothing answers on the control socket.
@@ -57,6 +58,12 @@ func (c *Client) Sessions(ctx context.Context) ([]l7.SessionInfo, error) {
 func (c *Client) Session(ctx context.Context, id string) (l7.SessionInfo, error) {
 	var s l7.SessionInfo
 	return s, c.get(ctx, "/v1/sessions/"+id, &s)
+}
+
+// Identities lists configured and discovered workload identities.
+func (c *Client) Identities(ctx context.Context) ([]identity.InventoryEntry, error) {
+	var s []identity.InventoryEntry
+	return s, c.get(ctx, "/v1/identities", &s)
 }
 
 func (c *Client) get(ctx context.Context, path string, out any) error {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/tollgate-dev/tollgate/l7"
+	"github.com/tollgate-dev/tollgate/pkg/identity"
 )
 
 // DefaultSocket is where tollctl looks when neither --socket nor
@@ -60,6 +61,7 @@ type Backend interface {
 	Status() Status
 	Sessions() []l7.SessionInfo
 	Session(id string) (l7.SessionInfo, bool)
+	Identities() []identity.InventoryEntry
 }
 
 // Peer is the process on the other end of a control connection.
@@ -116,6 +118,7 @@ func Listen(path string, gid int, b Backend) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, b.Status()) })
 	mux.HandleFunc("GET /v1/sessions", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, b.Sessions()) })
+	mux.HandleFunc("GET /v1/identities", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, b.Identities()) })
 	mux.HandleFunc("GET /v1/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
 		si, ok := b.Session(r.PathValue("id"))
 		if !ok {

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/tollgate-dev/tollgate/l7"
+	"github.com/tollgate-dev/tollgate/pkg/identity"
 )
 
 type fakeBackend struct{ sessions []l7.SessionInfo }
@@ -22,6 +23,10 @@ func (f fakeBackend) Session(id string) (l7.SessionInfo, bool) {
 		}
 	}
 	return l7.SessionInfo{}, false
+}
+
+func (f fakeBackend) Identities() []identity.InventoryEntry {
+	return []identity.InventoryEntry{{Name: "billing", Configured: true}}
 }
 
 func serve(t *testing.T, b Backend) (*Server, string) {
@@ -68,6 +73,9 @@ func TestClientRoundTrip(t *testing.T) {
 	ss, err := c.Sessions(ctx)
 	if err != nil || len(ss) != 1 || ss[0].ID != "s_1" {
 		t.Errorf("Sessions = %+v, %v", ss, err)
+	}
+	if ids, err := c.Identities(ctx); err != nil || len(ids) != 1 || ids[0].Name != "billing" {
+		t.Errorf("Identities = %+v, %v", ids, err)
 	}
 	if _, err := c.Session(ctx, "nope"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Session(nope) err = %v; want ErrNotFound", err)

@@ -24,6 +24,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/l7"
 	"github.com/tollgate-dev/tollgate/pkg/control"
+	"github.com/tollgate-dev/tollgate/pkg/identity"
 	"github.com/tollgate-dev/tollgate/redirect"
 	"github.com/tollgate-dev/tollgate/test/testenv"
 )
@@ -326,6 +327,15 @@ targets:
 	out, code = a.tollctl("status")
 	if code != 0 || !strings.Contains(out, "orders-db") || !strings.Contains(out, a.cg.Path) || !strings.Contains(out, "sessions open:    0") {
 		t.Errorf("status: exit %d\n%s", code, out)
+	}
+
+	out, code = a.tollctl("identities", "ls", "-o", "json")
+	var ids []identity.InventoryEntry
+	if code != 0 || json.Unmarshal([]byte(out), &ids) != nil || len(ids) != 1 {
+		t.Fatalf("identities ls: exit %d: %s", code, out)
+	}
+	if e := ids[0]; e.Name != "billing-export" || !e.Configured || e.Sessions != 1 || len(e.Targets) != 1 || e.Targets[0] != "orders-db" || e.LastSeen.IsZero() {
+		t.Errorf("inventory entry = %+v", e)
 	}
 
 	// An ungoverned process dialling the same address is left alone.
