@@ -39,3 +39,12 @@ fi
 
 command -v go >/dev/null || export PATH=$PATH:/usr/local/go/bin
 go mod download
+
+# node-postgres for the end-to-end client tests.
+if [ "${1:-test}" != generate ]; then
+  here=$(cd "$(dirname "$0")/.." && pwd)
+  if [ ! -d "$here/test/clients/node/node_modules/pg" ]; then
+    command -v npm >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; }
+    (cd "$here/test/clients/node" && npm ci --no-audit --no-fund --silent)
+  fi
+fi
