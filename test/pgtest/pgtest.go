@@ -455,14 +455,18 @@ func (c *cluster) stop(mode string) error {
 	return nil
 }
 
-// destroy stops the cluster without a checkpoint and removes its files.
+// destroy stops the cluster without a checkpoint and removes its files. It
+// also stops a server whose start was reported as failed but which left a
+// postmaster.pid behind.
 func (c *cluster) destroy() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.running {
+	pidFile := filepath.Join(c.data, "postmaster.pid")
+	if _, err := os.Stat(pidFile); c.running || err == nil {
+		c.running = true
 		if err := c.stop("immediate"); err != nil {
 			// pg_ctl failed: kill the postmaster by its pid file.
-			if b, rerr := os.ReadFile(filepath.Join(c.data, "postmaster.pid")); rerr == nil {
+			if b, rerr := os.ReadFile(pidFile); rerr == nil {
 				if pid, _ := strconv.Atoi(strings.SplitN(string(b), "\n", 2)[0]); pid > 0 {
 					syscall.Kill(pid, syscall.SIGQUIT)
 				}

@@ -1,0 +1,52 @@
+// Package postgres is the PostgreSQL engine: it speaks the wire protocol to
+// the client, logs in to the upstream with the target's credentials, and
+// relays messages, asking a Decider before each statement goes upstream.
+//
+// A session, with C the client, P the proxy and U the upstream:
+//
+//	C ──SSLRequest──────► P                   answered 'N' (no client TLS), or 'S' and a
+//	C ◄──'N'───────────── P                   TLS handshake; bytes sent before the answer
+//	                                          are refused (CVE-2021-3935)
+//	C ──StartupMessage──► P                   user, database, application_name, options;
+//	                                          replication refused; Decider(connect)
+//	                      P ══pgconn login═══► U   target's username and password,
+//	                      P ◄═ParameterStatus═ U   SCRAM/md5, TLS per target; then hijacked
+//	C ◄──AuthenticationOk P                   no password asked: the kernel named the client
+//	C ◄──ParameterStatus* P                   the upstream's, replayed
+//	C ◄──BackendKeyData── P                   minted by the proxy, mapped to the upstream's
+//	C ◄──ReadyForQuery─── P
+//
+//	C ──Query/Parse─────► P ──Decider──► allow: ──────────────► U
+//	                                     deny:  tollgate_denied_<random> ► U  (a syntax error)
+//	C ◄──ErrorResponse 42501 (the denial) ◄── P ◄── ErrorResponse 42601 ── U
+//	C ◄──ReadyForQuery(status) ◄──────────────── P ◄── ReadyForQuery ───── U
+//
+//	C ──CancelRequest(minted key), on a new connection──► P ──CancelRequest(upstream key)──► U
+//	C ──Terminate───────► P ──Terminate──► U   both closed
+//
+// # Denials
+//
+// A denied statement is never sent; in its place the proxy sends a statement
+// that fails to parse. The server then does what it does for any error: it
+// answers ErrorResponse (swapped for the 42501 denial on the way back); in a
+// transaction block the transaction is failed, so whatever the transaction
+// wrote before the denial can no longer commit (COMMIT answers ROLLBACK); in
+// the extended protocol it skips the client's messages up to the client's
+// own Sync and answers ReadyForQuery with the true transaction status. The
+// proxy never injects a Sync, never answers on the server's behalf, and
+// client and server always agree on the transaction's state.
+//
+// # Remembered state
+//
+// The server loop keeps the RowDescription of each prepared statement (from
+// Describe) and the result format codes of each portal (from Bind): pgx 5.9
+// and later execute cached statements with no RowDescription on the wire, and
+// a RowHook still needs to know what each column is.
+//
+// # Buffering
+//
+// Each direction reads whole messages and writes them into a buffer that is
+// flushed when the direction must wait for more input (or the buffer is
+// large): messages that arrive together leave in one write, and no message
+// waits behind an idle reader. Results stream; nothing holds a whole result.
+package postgres

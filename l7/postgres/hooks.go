@@ -1,0 +1,182 @@
+package postgres
+
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/tollgate-dev/tollgate/l7"
+)
+
+// Request kinds, as Request.Kind reports them.
+const (
+	KindConnect   = "connect"   // the session's startup, before the upstream is dialled
+	KindStatement = "statement" // a Query, Parse or FunctionCall, before it is forwarded
+)
+
+// Protocol paths a statement arrives by, as Request.Protocol reports them.
+const (
+	ProtocolSimple   = "simple"   // a Query message: one or more statements
+	ProtocolExtended = "extended" // a Parse message: one statement, executed later by Bind/Execute
+	ProtocolFunction = "function" // a FunctionCall message: a function by OID, no SQL
+)
+
+// Request is what a Decider judges.
+type Request struct {
+	// Kind is KindConnect or KindStatement.
+	Kind string
+	// Protocol is ProtocolSimple, ProtocolExtended or ProtocolFunction
+	// (statements only).
+	Protocol string
+	// SQL is the text of a Query (possibly several statements) or a Parse.
+	SQL string
+	// Statement is the prepared statement name of a Parse ("" is the
+	// unnamed statement).
+	Statement string
+	// FunctionOID is the function a FunctionCall calls.
+	FunctionOID uint32
+	// Facts describe the session.
+	Facts SessionFacts
+}
+
+// Decision is a Decider's answer.
+type Decision struct {
+	// Allow lets the request through; false denies it.
+	Allow bool
+	// Reason is shown to the client when the request is denied.
+	Reason string
+}
+
+// Decider decides whether a request may go to the upstream. Decide is called
+// on the session's client-reading goroutine before the request is
+// forwarded; while it runs, the session reads nothing more from the client.
+// It may block (an approval), and should return when ctx is done.
+type Decider interface {
+	Decide(ctx context.Context, s *l7.Session, r Request) Decision
+}
+
+// DeciderFunc adapts a function to Decider.
+type DeciderFunc func(ctx context.Context, s *l7.Session, r Request) Decision
+
+// Decide calls f.
+func (f DeciderFunc) Decide(ctx context.Context, s *l7.Session, r Request) Decision {
+	return f(ctx, s, r)
+}
+
+// AllowAll is the default Decider: it allows every request.
+var AllowAll Decider = DeciderFunc(func(context.Context, *l7.Session, Request) Decision {
+	return Decision{Allow: true}
+})
+
+// Result describes the result set rows belong to, for a RowHook.
+type Result struct {
+	// SQL is the text that produced the rows: the Query's, or the Parse's
+	// of the prepared statement the portal was bound to.
+	SQL string
+	// Decision is the decision that let SQL through.
+	Decision Decision
+	// Fields describe the columns as the server sent them, with the result
+	// format codes the client asked for applied (0 text, 1 binary). Nil
+	// when the server sent no RowDescription for this result and none was
+	// kept from an earlier Describe of the statement.
+	Fields []pgproto3.FieldDescription
+}
+
+// RowHook sees, and may rewrite, the result rows the upstream sends the
+// client (masking). Both methods run on the session's upstream-reading
+// goroutine; what they are handed is valid only during the call, and what
+// they return must not be retained by the hook. An error ends the session
+// with a FATAL error to the client: a result the hook cannot handle is
+// never passed on unchanged.
+type RowHook interface {
+	// OnRowDescription returns the description to send the client in place
+	// of desc (desc itself, for no change). r.Fields is desc's fields with
+	// the result formats applied.
+	OnRowDescription(s *l7.Session, r *Result, desc *pgproto3.RowDescription) (*pgproto3.RowDescription, error)
+	// OnDataRow returns the row to send the client in place of row.
+	OnDataRow(s *l7.Session, r *Result, row *pgproto3.DataRow) (*pgproto3.DataRow, error)
+}
+
+// identityRows is the default RowHook: it changes nothing.
+type identityRows struct{}
+
+func (identityRows) OnRowDescription(_ *l7.Session, _ *Result, d *pgproto3.RowDescription) (*pgproto3.RowDescription, error) {
+	return d, nil
+}
+
+func (identityRows) OnDataRow(_ *l7.Session, _ *Result, row *pgproto3.DataRow) (*pgproto3.DataRow, error) {
+	return row, nil
+}
+
+// SessionFacts is what the PostgreSQL engine learns about a session.
+type SessionFacts struct {
+	// Database and User are those the client asked for in its startup
+	// message. UpstreamUser is the user the engine logged in as upstream
+	// (the target's credentials' username, or User).
+	Database, User, UpstreamUser string
+	// ApplicationName is the client's application_name, updated when the
+	// server reports a change.
+	ApplicationName string
+	// Parameters are the startup parameters other than user and database
+	// (options, client_encoding, ...).
+	Parameters map[string]string
+	// UpstreamPID is the upstream backend's process id.
+	UpstreamPID uint32
+	// TLS reports whether the client connection is TLS.
+	TLS bool
+}
+
+// Statement is the record of one request, for a Recorder.
+type Statement struct {
+	// Protocol is ProtocolSimple (a Query), ProtocolExtended (an Execute;
+	// or a Parse that was denied or failed) or ProtocolFunction.
+	Protocol string
+	// SQL is the statement text ("" for a FunctionCall).
+	SQL string
+	// Statement is the prepared statement name, Portal the portal name
+	// (extended protocol).
+	Statement, Portal string
+	// FunctionOID is the function of a FunctionCall.
+	FunctionOID uint32
+	// Decision is the decision taken on SQL.
+	Decision Decision
+	// Start is when the request was forwarded (or denied); Duration runs
+	// until its last response.
+	Start    time.Time
+	Duration time.Duration
+	// Commands are the command tags of CommandComplete ("SELECT 3",
+	// "INSERT 0 1"); a Query of several statements has several.
+	Commands []string
+	// Rows is the sum of the row counts of Commands.
+	Rows int64
+	// SQLState is the code of the error the request ended with, "" when
+	// it succeeded. A denial is 42501.
+	SQLState string
+	// Error is the error's message.
+	Error string
+	// Suspended reports an Execute that stopped at its row limit
+	// (PortalSuspended): more rows may follow in another Execute.
+	Suspended bool
+}
+
+// Recorder receives the facts of sessions and the records of their
+// statements (the audit journal). Its methods are called from the session's
+// goroutines, one call at a time per session, in order.
+type Recorder interface {
+	// SessionStart is called once the upstream login succeeded.
+	SessionStart(s *l7.Session, f SessionFacts)
+	// StatementDone is called when a request has its last response, or
+	// was denied.
+	StatementDone(s *l7.Session, st Statement)
+	// SessionEnd is called when a session that started ends; err is why
+	// (nil for a client's Terminate).
+	SessionEnd(s *l7.Session, f SessionFacts, err error)
+}
+
+// nopRecorder is the default Recorder.
+type nopRecorder struct{}
+
+func (nopRecorder) SessionStart(*l7.Session, SessionFacts)      {}
+func (nopRecorder) StatementDone(*l7.Session, Statement)        {}
+func (nopRecorder) SessionEnd(*l7.Session, SessionFacts, error) {}

@@ -1,0 +1,265 @@
+package postgres
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"go.uber.org/zap"
+
+	"github.com/tollgate-dev/tollgate/l7"
+	"github.com/tollgate-dev/tollgate/pkg/config"
+	"github.com/tollgate-dev/tollgate/pkg/logfields"
+)
+
+// Protocol is the name the engine is registered under.
+const Protocol = "postgres"
+
+// Defaults of the engine's options.
+const (
+	// DefaultStartupTimeout bounds the client's startup phase: from accept
+	// to the end of the startup packets (TLS handshake included).
+	DefaultStartupTimeout = 10 * time.Second
+	// DefaultConnectTimeout bounds the upstream login.
+	DefaultConnectTimeout = 10 * time.Second
+	// DefaultMaxMessageSize is the largest client message body accepted
+	// after startup. PostgreSQL itself accepts up to 1 GiB.
+	DefaultMaxMessageSize = 64 << 20
+)
+
+func init() {
+	l7.Register(Protocol, func(t *config.Target, d l7.Deps) (l7.Engine, error) { return New(t, d) })
+}
+
+// Option changes an engine made by New.
+type Option func(*engine)
+
+// WithDecider sets the Decider consulted before the session starts and before
+// each statement is forwarded. Default: AllowAll.
+func WithDecider(d Decider) Option { return func(e *engine) { e.decider = d } }
+
+// WithRowHook sets the hook that sees and may rewrite result rows. Default:
+// none (rows pass unchanged).
+func WithRowHook(h RowHook) Option { return func(e *engine) { e.rows = h } }
+
+// WithRecorder sets the Recorder of session facts and statements. Default:
+// none.
+func WithRecorder(r Recorder) Option { return func(e *engine) { e.recorder = r } }
+
+// WithClock sets the clock statements are timed with. Default: time.Now.
+func WithClock(now func() time.Time) Option { return func(e *engine) { e.now = now } }
+
+// WithStartupTimeout sets the bound on the client's startup phase. Default:
+// DefaultStartupTimeout.
+func WithStartupTimeout(d time.Duration) Option { return func(e *engine) { e.startupTimeout = d } }
+
+// WithMaxMessageSize sets the largest client message body accepted, in
+// bytes. Default: DefaultMaxMessageSize.
+func WithMaxMessageSize(n int) Option { return func(e *engine) { e.maxMessage = n } }
+
+// WithClientTLS makes the engine accept TLS from clients (SSLRequest answered
+// 'S', and PostgreSQL 17 direct TLS with ALPN "postgresql") with cfg.
+// Default: nil, every SSLRequest is answered 'N' and direct TLS is refused.
+func WithClientTLS(cfg *tls.Config) Option { return func(e *engine) { e.clientTLS = cfg } }
+
+type engine struct {
+	target     *config.Target
+	host, port string // upstream
+	upTLS      *tls.Config
+	dial       func(ctx context.Context, network, address string) (net.Conn, error)
+	log        *zap.Logger
+
+	decider        Decider
+	rows           RowHook
+	recorder       Recorder
+	now            func() time.Time
+	startupTimeout time.Duration
+	maxMessage     int
+	clientTLS      *tls.Config
+}
+
+var _ l7.Engine = (*engine)(nil)
+
+// New builds the PostgreSQL engine for target t. It logs in to t.Upstream
+// (or t.Address when Upstream is empty; host:port) with t.Credentials over
+// TLS as t.TLS says.
+func New(t *config.Target, d l7.Deps, opts ...Option) (l7.Engine, error) {
+	up := t.Upstream
+	if up == "" {
+		up = t.Address
+	}
+	host, port, err := net.SplitHostPort(up)
+	if err == nil && (host == "" || port == "") {
+		err = errors.New("want host:port")
+	}
+	if _, perr := netip.ParsePrefix(host); err == nil && perr == nil {
+		err = errors.New("a CIDR is not an address to dial")
+	}
+	if _, perr := strconv.ParseUint(port, 10, 16); err == nil && perr != nil {
+		err = fmt.Errorf("bad port %q", port)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("target %q: upstream %q: %w", t.Name, up, err)
+	}
+	if d.Dial == nil {
+		return nil, fmt.Errorf("target %q: %w", t.Name, errNoDial)
+	}
+	if t.Credentials.Passthrough {
+		return nil, fmt.Errorf("target %q: %w", t.Name, ErrPassthrough)
+	}
+	upTLS, err := upstreamTLS(t.TLS, host)
+	if err != nil {
+		return nil, fmt.Errorf("target %q: tls: %w", t.Name, err)
+	}
+	e := &engine{
+		target: t, host: host, port: port, upTLS: upTLS, dial: d.Dial, log: d.Log,
+		decider: AllowAll, rows: nil, recorder: nopRecorder{}, now: time.Now,
+		startupTimeout: DefaultStartupTimeout, maxMessage: DefaultMaxMessageSize,
+	}
+	if e.log == nil {
+		e.log = zap.NewNop()
+	}
+	for _, o := range opts {
+		o(e)
+	}
+	if e.decider == nil {
+		e.decider = AllowAll
+	}
+	if e.recorder == nil {
+		e.recorder = nopRecorder{}
+	}
+	return e, nil
+}
+
+var errNoDial = errors.New("no upstream dialer")
+
+// ErrPassthrough is returned by New for a target with "credentials:
+// passthrough": the engine injects credentials and does not relay the
+// client's own authentication yet.
+var ErrPassthrough = errors.New("postgres engine: credentials passthrough is not supported yet")
+
+// Serve runs the PostgreSQL session on client: the startup (SSLRequest,
+// cancel requests), the upstream login with the target's credentials, then
+// the relay with a decision before each statement. It closes client and the
+// upstream connection before it returns. A cancel request is served and
+// returns nil; a session that ends with the client's Terminate returns nil.
+func (e *engine) Serve(ctx context.Context, s *l7.Session, client net.Conn) error {
+	defer client.Close()
+	log := s.Log
+	if log == nil {
+		log = e.log.With(zap.String(logfields.Session, s.ID))
+	}
+
+	// Until the relay runs, the end of ctx ends the startup's reads and
+	// writes; the relay watches ctx itself.
+	stopWatch := context.AfterFunc(ctx, func() { client.SetDeadline(time.Unix(1, 0)) })
+	defer stopWatch()
+
+	st, err := e.startup(ctx, s, client)
+	if errors.Is(err, errCancelServed) {
+		log.Debug("cancel request served")
+		return nil
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("startup: %w", context.Cause(ctx))
+		}
+		return err
+	}
+	state := &sessionState{facts: st.facts}
+	sessions.Store(s.ID, state)
+	defer sessions.Delete(s.ID)
+
+	hj, err := e.connectUpstream(ctx, st)
+	if err != nil {
+		st.conn.SetWriteDeadline(time.Now().Add(finalWriteTimeout))
+		writeMessages(st.conn, upstreamErrorResponse(e.target.Name, err))
+		return fmt.Errorf("upstream login: %w", err)
+	}
+	up := hj.Conn
+	defer up.Close()
+	state.setUpstreamPID(hj.PID)
+	log.Debug("upstream logged in", zap.Stringer(logfields.Peer, up.RemoteAddr()))
+
+	key := registerCancel(&cancelTarget{
+		dial: e.dial, addr: up.RemoteAddr().String(), pid: hj.PID,
+		secret: append([]byte(nil), hj.SecretKey...), tls: hj.TLSConfig,
+	})
+	defer forgetCancel(key)
+
+	if err := e.greet(st, hj, key); err != nil {
+		return fmt.Errorf("greet client: %w", err)
+	}
+	if !stopWatch() {
+		return fmt.Errorf("session startup: %w", context.Cause(ctx))
+	}
+	st.conn.SetDeadline(time.Time{})
+
+	facts := state.snapshot()
+	e.recorder.SessionStart(s, facts)
+	r := newRelay(e, s, state, st, hj)
+	err = r.run(ctx)
+	e.recorder.SessionEnd(s, state.snapshot(), err)
+	return err
+}
+
+// SendError sends err to the client as a FATAL ErrorResponse and closes the
+// connection. A *pgconn.PgError keeps its SQLSTATE; any other error is
+// reported as 08004 (the server rejected the connection).
+func (e *engine) SendError(client net.Conn, err error) error {
+	msg := errorResponse("FATAL", "08004", "tollgate: "+err.Error())
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		msg = errorResponse("FATAL", pe.Code, pe.Message)
+		msg.Detail, msg.Hint = pe.Detail, pe.Hint
+	}
+	client.SetWriteDeadline(time.Now().Add(finalWriteTimeout))
+	werr := writeMessages(client, msg)
+	return errors.Join(werr, client.Close())
+}
+
+// sessionState is what the engine knows of a live session, shared with
+// Facts.
+type sessionState struct {
+	mu    sync.Mutex
+	facts SessionFacts
+}
+
+func (st *sessionState) snapshot() SessionFacts {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.facts
+}
+
+func (st *sessionState) setUpstreamPID(pid uint32) {
+	st.mu.Lock()
+	st.facts.UpstreamPID = pid
+	st.mu.Unlock()
+}
+
+func (st *sessionState) setApplicationName(n string) {
+	st.mu.Lock()
+	st.facts.ApplicationName = n
+	st.mu.Unlock()
+}
+
+// sessions holds the live sessions' state by session id.
+var sessions sync.Map // string → *sessionState
+
+// Facts returns what the engine knows of the live PostgreSQL session with
+// this id (l7.Session.ID): database, user, application_name. It reports
+// false for a session that is not (or no longer) live, or not PostgreSQL.
+func Facts(sessionID string) (SessionFacts, bool) {
+	v, ok := sessions.Load(sessionID)
+	if !ok {
+		return SessionFacts{}, false
+	}
+	return v.(*sessionState).snapshot(), true
+}
