@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,8 +24,39 @@ type Session struct {
 	// BytesIn counts bytes from the client to the upstream; BytesOut the
 	// bytes from the upstream to the client.
 	BytesIn, BytesOut atomic.Int64
+	// Statements counts the statements (requests) the engine judged;
+	// Denied those of them that were denied.
+	Statements, Denied atomic.Int64
 
 	end atomic.Pointer[time.Time]
+
+	mu    sync.Mutex
+	attrs map[string]string
+}
+
+// SetAttr records a protocol fact about the session (the PostgreSQL
+// database, user, application_name, ...).
+func (s *Session) SetAttr(key, value string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.attrs == nil {
+		s.attrs = map[string]string{}
+	}
+	s.attrs[key] = value
+}
+
+// Attrs returns a copy of the session's protocol facts.
+func (s *Session) Attrs() map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.attrs) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(s.attrs))
+	for k, v := range s.attrs {
+		out[k] = v
+	}
+	return out
 }
 
 // End reports when the session ended, or the zero time while it is live.

@@ -35,6 +35,10 @@ type SessionInfo struct {
 	Ended       time.Time         `json:"ended,omitzero"`
 	BytesIn     int64             `json:"bytes_in"`
 	BytesOut    int64             `json:"bytes_out"`
+	// Attrs are protocol facts: database, user, application_name, ...
+	Attrs      map[string]string `json:"attrs,omitempty"`
+	Statements int64             `json:"statements"`
+	Denied     int64             `json:"denied"`
 	// State is StateOpen or StateClosed.
 	State string `json:"state"`
 }
@@ -57,6 +61,9 @@ func (s *Session) Snapshot() SessionInfo {
 		Ended:       s.End(),
 		BytesIn:     s.BytesIn.Load(),
 		BytesOut:    s.BytesOut.Load(),
+		Attrs:       s.Attrs(),
+		Statements:  s.Statements.Load(),
+		Denied:      s.Denied.Load(),
 		State:       StateOpen,
 	}
 	if s.Target != nil {

@@ -145,14 +145,14 @@ func sessionsCmd(g *globals) *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), ss)
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "ID\tIDENTITY\tTARGET\tDIALLED\tPID\tSTARTED\tSTATE\tBYTES IN/OUT")
+			fmt.Fprintln(w, "ID\tIDENTITY\tTARGET\tDIALLED\tPID\tSTARTED\tSTATE\tSTMTS\tDENIED\tBYTES IN/OUT")
 			for _, s := range ss {
 				id := s.Identity
 				if !s.Known {
 					id += " (unknown)"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d/%d\n", s.ID, id, s.Target, s.Dst, s.PID,
-					s.Started.Format(time.TimeOnly), s.State, s.BytesIn, s.BytesOut)
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d\t%d\t%d/%d\n", s.ID, id, s.Target, s.Dst, s.PID,
+					s.Started.Format(time.TimeOnly), s.State, s.Statements, s.Denied, s.BytesIn, s.BytesOut)
 			}
 			return w.Flush()
 		},
@@ -180,6 +180,12 @@ func sessionsCmd(g *globals) *cobra.Command {
 				{"pid", fmt.Sprint(s.PID)}, {"user", fmt.Sprintf("%s (uid %d)", wl.User, s.UID)}, {"exe", wl.Exe},
 				{"netns cookie", fmt.Sprint(s.NetnsCookie)}, {"started", s.Started.Format(time.RFC3339Nano)},
 				{"bytes in/out", fmt.Sprintf("%d/%d", s.BytesIn, s.BytesOut)},
+				{"statements", fmt.Sprintf("%d (%d denied)", s.Statements, s.Denied)},
+			}
+			for _, k := range []string{"database", "user", "upstream_user", "application_name", "tls"} {
+				if v, ok := s.Attrs[k]; ok {
+					rows = append(rows, [2]string{strings.ReplaceAll(k, "_", " "), v})
+				}
 			}
 			if !s.Ended.IsZero() {
 				rows = append(rows, [2]string{"ended", s.Ended.Format(time.RFC3339Nano)})

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	_ "github.com/tollgate-dev/tollgate/l7/postgres"
 	_ "github.com/tollgate-dev/tollgate/l7/tcp"
 	"github.com/tollgate-dev/tollgate/pkg/agent"
 )

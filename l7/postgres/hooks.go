@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -180,3 +181,45 @@ type nopRecorder struct{}
 func (nopRecorder) SessionStart(*l7.Session, SessionFacts)      {}
 func (nopRecorder) StatementDone(*l7.Session, Statement)        {}
 func (nopRecorder) SessionEnd(*l7.Session, SessionFacts, error) {}
+
+// sessionRecorder keeps what every session shows in `tollctl sessions`:
+// the session facts as attributes and the statement counters.
+type sessionRecorder struct{}
+
+func (sessionRecorder) SessionStart(s *l7.Session, f SessionFacts) {
+	s.SetAttr("database", f.Database)
+	s.SetAttr("user", f.User)
+	s.SetAttr("upstream_user", f.UpstreamUser)
+	s.SetAttr("application_name", f.ApplicationName)
+	s.SetAttr("tls", strconv.FormatBool(f.TLS))
+}
+
+func (sessionRecorder) StatementDone(s *l7.Session, st Statement) {
+	s.Statements.Add(1)
+	if !st.Decision.Allow {
+		s.Denied.Add(1)
+	}
+}
+
+func (sessionRecorder) SessionEnd(*l7.Session, SessionFacts, error) {}
+
+// teeRecorder hands every event to each of its recorders in turn.
+type teeRecorder []Recorder
+
+func (t teeRecorder) SessionStart(s *l7.Session, f SessionFacts) {
+	for _, r := range t {
+		r.SessionStart(s, f)
+	}
+}
+
+func (t teeRecorder) StatementDone(s *l7.Session, st Statement) {
+	for _, r := range t {
+		r.StatementDone(s, st)
+	}
+}
+
+func (t teeRecorder) SessionEnd(s *l7.Session, f SessionFacts, err error) {
+	for _, r := range t {
+		r.SessionEnd(s, f, err)
+	}
+}

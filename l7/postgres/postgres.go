@@ -120,7 +120,7 @@ func New(t *config.Target, d l7.Deps, opts ...Option) (l7.Engine, error) {
 	}
 	e := &engine{
 		target: t, host: host, port: port, upTLS: upTLS, dial: d.Dial, log: d.Log,
-		decider: AllowAll, rows: nil, recorder: nopRecorder{}, now: time.Now,
+		decider: AllowAll, rows: nil, recorder: nopRecorder{}, now: time.Now, clientTLS: d.ClientTLS,
 		startupTimeout: DefaultStartupTimeout, maxMessage: DefaultMaxMessageSize,
 	}
 	if e.log == nil {
@@ -135,6 +135,7 @@ func New(t *config.Target, d l7.Deps, opts ...Option) (l7.Engine, error) {
 	if e.recorder == nil {
 		e.recorder = nopRecorder{}
 	}
+	e.recorder = teeRecorder{sessionRecorder{}, e.recorder}
 	return e, nil
 }
 

@@ -385,6 +385,8 @@ func (a *Agent) handle(ctx context.Context, c net.Conn) {
 	a.inventory.Seen(s.Workload, t.cfg.Name, s.Start)
 	err = t.engine.Serve(ctx, s, c)
 	a.sessions.Done(s)
+	denied := s.Denied.Load()
+	a.inventory.Statements(s.Workload.Name, s.Statements.Load()-denied, denied)
 	fields := []zap.Field{zap.Int64(lf.BytesIn, s.BytesIn.Load()), zap.Int64(lf.BytesOut, s.BytesOut.Load()), zap.Duration(lf.Duration, s.End().Sub(s.Start))}
 	if err != nil && !errors.Is(err, context.Canceled) {
 		fields = append(fields, zap.Error(err))

@@ -112,18 +112,13 @@ func (inv *Inventory) Seen(w Workload, target string, t time.Time) {
 	}
 }
 
-// Statement counts one statement of the workload named name.
-func (inv *Inventory) Statement(name string, allowed bool) {
+// Statements adds statement counts to the workload named name.
+func (inv *Inventory) Statements(name string, allowed, denied int64) {
 	inv.mu.Lock()
 	defer inv.mu.Unlock()
-	e, ok := inv.entries[name]
-	if !ok {
-		return
-	}
-	if allowed {
-		e.Allowed++
-	} else {
-		e.Denied++
+	if e, ok := inv.entries[name]; ok {
+		e.Allowed += allowed
+		e.Denied += denied
 	}
 }
 

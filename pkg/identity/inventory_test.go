@@ -17,10 +17,8 @@ func TestInventory(t *testing.T) {
 	inv.Seen(Workload{Name: "billing", Known: true, Cgroup: "/system.slice/billing.service"}, "orders-db", t0)
 	inv.Seen(Workload{Name: "billing", Known: true, Cgroup: "/system.slice/billing.service"}, "audit-db", t0.Add(time.Minute))
 	inv.Seen(Workload{Name: "cron.service", Cgroup: "/system.slice/cron.service"}, "orders-db", t0)
-	inv.Statement("billing", true)
-	inv.Statement("billing", true)
-	inv.Statement("billing", false)
-	inv.Statement("cron.service", false)
+	inv.Statements("billing", 2, 1)
+	inv.Statements("cron.service", 0, 1)
 
 	got := inv.List()
 	want := []InventoryEntry{

@@ -26,12 +26,14 @@ import (
 	"github.com/tollgate-dev/tollgate/pkg/control"
 	"github.com/tollgate-dev/tollgate/pkg/identity"
 	"github.com/tollgate-dev/tollgate/redirect"
+	"github.com/tollgate-dev/tollgate/test/pgtest"
 	"github.com/tollgate-dev/tollgate/test/testenv"
 )
 
 var binDir string
 
 func TestMain(m *testing.M) {
+	testenv.RegisterHelper("pgx", pgxClient)
 	testenv.RunHelper()
 	dir, err := os.MkdirTemp("", "tollgate-e2e-bin")
 	if err != nil {
@@ -44,7 +46,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build binaries: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := pgtest.Main(m)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -31,6 +31,13 @@ type DialResult struct {
 	PID   int    `json:"pid"`
 }
 
+// extraHelpers are helper modes a test package adds with RegisterHelper.
+var extraHelpers = map[string]func(args []string) any{}
+
+// RegisterHelper adds a helper mode: f runs in the helper process and its
+// result is printed as JSON. Call it in TestMain before RunHelper.
+func RegisterHelper(mode string, f func(args []string) any) { extraHelpers[mode] = f }
+
 // RunHelper runs the helper client when the test binary was started as one,
 // and exits. Call it first in TestMain.
 func RunHelper() {
@@ -41,6 +48,10 @@ func RunHelper() {
 	var args []string
 	json.Unmarshal([]byte(os.Getenv(helperEnv+"_ARGS")), &args)
 	var out any
+	if f, ok := extraHelpers[mode]; ok {
+		json.NewEncoder(os.Stdout).Encode(f(args))
+		os.Exit(0)
+	}
 	switch mode {
 	case "dial": // network, address, payload, mark
 		mark, _ := strconv.Atoi(args[3])
