@@ -33,11 +33,15 @@ trap cleanup EXIT
 
 say "1. A throwaway PostgreSQL on 127.0.0.1:$pgport"
 mkdir "$work/pg" && chown postgres "$work/pg"
-runuser -u postgres -- "$PGBIN/initdb" -D "$work/pg" -A trust -U postgres >/dev/null
+runuser -u postgres -- "$PGBIN/initdb" -D "$work/pg" -U postgres --auth-local=trust --auth-host=scram-sha-256 >/dev/null
 runuser -u postgres -- "$PGBIN/pg_ctl" -D "$work/pg" -l "$work/pg/log" -w \
   -o "-c listen_addresses=127.0.0.1 -p $pgport -k $work/pg -c fsync=off" start >/dev/null
-psql -X -q -h 127.0.0.1 -p "$pgport" -U postgres -c "CREATE DATABASE orders"
-psql -X -q -h 127.0.0.1 -p "$pgport" -U postgres -d orders <<'SQL'
+# The real credentials live only in a file the agent reads; the script never sees them.
+secret=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+install -m 600 /dev/null "$work/orders-db.password" && echo "$secret" > "$work/orders-db.password"
+psql -X -q -h "$work/pg" -p "$pgport" -U postgres -c "CREATE ROLE app_ro LOGIN PASSWORD '$secret'" -c "CREATE DATABASE orders OWNER app_ro"
+psql -X -q -h "$work/pg" -p "$pgport" -U postgres -d orders <<'SQL'
+SET ROLE app_ro;
 CREATE TABLE customers (id int PRIMARY KEY, name text, email text, card text);
 INSERT INTO customers VALUES
   (1, 'Ada Lovelace', 'ada@example.com', '4111 1111 1111 1111'),
@@ -52,6 +56,7 @@ say "3. The tollgate agent, governing cgroup $cg"
 mkdir "$cgmount$cg"
 sed -e "s#@WORK@#$work#g" -e "s#@CGROUP@#$cg#g" -e "s#@PINS@#$pins#g" \
     -e "s#@PROXYPORT@#$proxyport#g" -e "s#@LINKLOCAL@#$linklocal#g" -e "s#@PGPORT@#$pgport#g" \
+    -e "s#@SECRET@#$work/orders-db.password#g" \
     deploy/demo/tollgate.yaml > "$work/tollgate.yaml"
 cat "$work/tollgate.yaml" | sed 's/^/    /'
 $TG run --config "$work/tollgate.yaml" > "$work/agent.log" 2>&1 &
@@ -59,9 +64,9 @@ agent_pid=$!
 for _ in $(seq 100); do $TCTL --socket "$work/tollctl.sock" status >/dev/null 2>&1 && break; sleep 0.1; done
 $TCTL --socket "$work/tollctl.sock" status
 
-say "4. The legacy script, unchanged, started inside the governed cgroup"
+say "4. The legacy script, unchanged, started inside the governed cgroup (it has no password)"
 sed 's/^/    /' deploy/demo/legacy-report.sh
-bash -c "echo \$\$ > $cgmount$cg/cgroup.procs && exec deploy/demo/legacy-report.sh"
+env -u PGPASSWORD bash -c "echo \$\$ > $cgmount$cg/cgroup.procs && exec deploy/demo/legacy-report.sh"
 
 say "5. What tollgate saw"
 $TCTL --socket "$work/tollctl.sock" sessions ls
