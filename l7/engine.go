@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tollgate-dev/tollgate/pkg/config"
+	"github.com/tollgate-dev/tollgate/policy"
 )
 
 // Engine runs sessions of one protocol.
@@ -38,6 +39,14 @@ type Deps struct {
 	ClientTLS *tls.Config
 	// StateDir is the agent's state directory, for engines that keep files.
 	StateDir string
+	// Policy decides every connection and statement. Nil only in tests of
+	// an engine alone; the daemon always sets it.
+	Policy Policy
+}
+
+// Policy is what engines ask before they let a request through.
+type Policy interface {
+	Decide(ctx context.Context, in policy.Input) policy.Decision
 }
 
 // Factory builds an engine for one target.

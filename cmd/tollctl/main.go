@@ -110,6 +110,14 @@ func statusCmd(g *globals) *cobra.Command {
 			fmt.Fprintf(w, "pins:\t%s (adopted from a previous run: %v)\n", st.PinDir, st.Adopted)
 			fmt.Fprintf(w, "proxy:\t%s\n", strings.Join(st.Listen, ", "))
 			fmt.Fprintf(w, "sessions open:\t%d\n", st.SessionsOpen)
+			if st.Policy.Version == "" {
+				fmt.Fprintf(w, "policy:\tNONE in %s: every connection and statement is denied\n", st.Policy.Dir)
+			} else {
+				fmt.Fprintf(w, "policy:\t%.12s (%d files in %s, loaded %s)\n", st.Policy.Version, len(st.Policy.Files), st.Policy.Dir, st.Policy.Loaded.Format(time.RFC3339))
+			}
+			if st.Policy.LastError != "" {
+				fmt.Fprintf(w, "policy error:\t%s (%s)\n", st.Policy.LastError, st.Policy.LastErrorAt.Format(time.RFC3339))
+			}
 			fmt.Fprintf(w, "kernel:\tredirected %d, established %d, exempt %d, udp denied %d\n",
 				st.Kernel.Redirected, st.Kernel.Established, st.Kernel.Exempt, st.Kernel.DeniedUDP)
 			w.Flush()

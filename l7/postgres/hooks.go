@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/tollgate-dev/tollgate/l7"
+	"github.com/tollgate-dev/tollgate/policy"
 )
 
 // Request kinds, as Request.Kind reports them.
@@ -47,6 +48,12 @@ type Decision struct {
 	Allow bool
 	// Reason is shown to the client when the request is denied.
 	Reason string
+	// Mask lists what the RowHook must mask in the results; Record how much
+	// of the statement the audit keeps; PolicyVersion the policy that
+	// decided. All come from the policy.
+	Mask          []policy.MaskRule
+	Record        string
+	PolicyVersion string
 }
 
 // Decider decides whether a request may go to the upstream. Decide is called

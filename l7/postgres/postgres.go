@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tollgate-dev/tollgate/l7"
+	"github.com/tollgate-dev/tollgate/l7/postgres/sqlinfo"
 	"github.com/tollgate-dev/tollgate/pkg/config"
 	"github.com/tollgate-dev/tollgate/pkg/logfields"
 )
@@ -35,7 +36,12 @@ const (
 )
 
 func init() {
-	l7.Register(Protocol, func(t *config.Target, d l7.Deps) (l7.Engine, error) { return New(t, d) })
+	l7.Register(Protocol, func(t *config.Target, d l7.Deps) (l7.Engine, error) {
+		if d.Policy == nil {
+			return New(t, d)
+		}
+		return New(t, d, WithDecider(PolicyDecider{Policy: d.Policy, Analyzer: sharedAnalyzer()}))
+	})
 }
 
 // Option changes an engine made by New.
@@ -263,4 +269,16 @@ func Facts(sessionID string) (SessionFacts, bool) {
 		return SessionFacts{}, false
 	}
 	return v.(*sessionState).snapshot(), true
+}
+
+var (
+	analyzerOnce sync.Once
+	analyzer     *sqlinfo.Analyzer
+)
+
+// sharedAnalyzer is the statement analyzer every engine of the process
+// shares, so its cache serves all targets.
+func sharedAnalyzer() *sqlinfo.Analyzer {
+	analyzerOnce.Do(func() { analyzer = sqlinfo.NewAnalyzer(sqlinfo.Limits{}, 10000) })
+	return analyzer
 }

@@ -88,7 +88,7 @@ func (e *engine) startup(ctx context.Context, s *l7.Session, conn net.Conn) (*cl
 	}
 	d := e.decider.Decide(ctx, s, Request{Kind: KindConnect, Facts: st.facts})
 	if !d.Allow {
-		err := &startupError{code: codeInsufficientPrivilege, msg: denialMessage(d.Reason)}
+		err := &startupError{code: codeInvalidAuthorization, msg: denialMessage(d.Reason)}
 		writeMessages(st.conn, errorResponse("FATAL", err.code, err.msg))
 		return nil, err
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/tollgate-dev/tollgate/l7"
 	"github.com/tollgate-dev/tollgate/pkg/config"
 	"github.com/tollgate-dev/tollgate/pkg/logfields"
+	"github.com/tollgate-dev/tollgate/policy"
 )
 
 // Protocol is the name the engine is registered under.
@@ -41,7 +42,11 @@ type engine struct {
 	upstream string
 	dial     func(ctx context.Context, network, address string) (net.Conn, error)
 	log      *zap.Logger
+	policy   l7.Policy // judges each connection; nil allows all (engine tests)
 }
+
+// ErrDenied is returned by Serve when the policy refused the connection.
+var ErrDenied = errors.New("connection denied by policy")
 
 var _ l7.Engine = (*engine)(nil)
 
@@ -69,7 +74,7 @@ func New(t *config.Target, d l7.Deps) (l7.Engine, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &engine{upstream: up, dial: d.Dial, log: log}, nil
+	return &engine{upstream: up, dial: d.Dial, log: log, policy: d.Policy}, nil
 }
 
 var errNoDial = errors.New("no upstream dialer")
@@ -82,6 +87,21 @@ func (e *engine) Serve(ctx context.Context, s *l7.Session, client net.Conn) erro
 	log := s.Log
 	if log == nil {
 		log = e.log.With(zap.String(logfields.Session, s.ID))
+	}
+
+	if e.policy != nil {
+		// Raw TCP has no statements: the policy judges the connection.
+		d := e.policy.Decide(ctx, policy.Input{
+			Identity: s.Workload,
+			Target:   policy.Target{Name: s.Target.Name, Protocol: s.Target.Protocol, Address: s.Origin.Dst.String()},
+			Session:  policy.Session{ID: s.ID},
+			Request:  policy.Request{Kind: policy.KindConnect},
+		})
+		if !d.Allow || d.NeedsApproval() {
+			s.Denied.Add(1)
+			client.Close()
+			return fmt.Errorf("%w: %s", ErrDenied, d.Reason)
+		}
 	}
 
 	dctx, cancel := context.WithTimeout(ctx, DialTimeout)

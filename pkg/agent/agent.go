@@ -28,6 +28,7 @@ import (
 	"github.com/tollgate-dev/tollgate/pkg/control"
 	"github.com/tollgate-dev/tollgate/pkg/identity"
 	lf "github.com/tollgate-dev/tollgate/pkg/logfields"
+	"github.com/tollgate-dev/tollgate/policy"
 	"github.com/tollgate-dev/tollgate/redirect"
 )
 
@@ -42,6 +43,7 @@ type Agent struct {
 	sessions  *l7.Table
 	resolver  *identity.Resolver
 	inventory *identity.Inventory
+	policy    *policy.Engine
 	started   time.Time
 
 	state atomic.Pointer[state]
@@ -86,6 +88,24 @@ func New(cfgPath string, log *zap.Logger) (*Agent, error) {
 		sessions: l7.NewTable(0),
 		started:  time.Now(),
 	}
+	a.policy, err = policy.New(cfg.Policy.Dir, policy.Options{
+		OnReload: func(version string, err error) {
+			switch {
+			case err != nil && version != "":
+				log.Error("policy failed to load; the previous policy stays in force", zap.String("policy_version", version), zap.Error(err))
+			case err != nil:
+				log.Error("no policy in force: every connection and statement is denied", zap.String("policy_dir", cfg.Policy.Dir), zap.Error(err))
+			default:
+				log.Info("policy loaded", zap.String("policy_version", version))
+			}
+		},
+		// The detail of an evaluation error can quote SQL: it belongs in
+		// the audit journal, never in logs.
+		OnError: func(error) { log.Warn("policy evaluation failed; the request was denied") },
+	})
+	if err != nil {
+		return nil, cfg.KeyError("policy.dir", err)
+	}
 	st, err := a.build(cfg)
 	if err != nil {
 		return nil, err
@@ -113,7 +133,7 @@ func (a *Agent) build(cfg *config.Config) (*state, error) {
 	if err != nil {
 		return nil, err
 	}
-	deps := l7.Deps{Dial: a.dialer(cfg.Proxy.Mark), Log: a.log, ClientTLS: clientTLS, StateDir: cfg.StateDir}
+	deps := l7.Deps{Dial: a.dialer(cfg.Proxy.Mark), Log: a.log, ClientTLS: clientTLS, StateDir: cfg.StateDir, Policy: a.policy}
 	for i := range cfg.Targets {
 		t := &cfg.Targets[i]
 		prefix, port, err := t.Match()
@@ -279,6 +299,12 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	ctrlErr := make(chan error, 1)
 	go func() { ctrlErr <- ctrl.Serve() }()
 	g.Go(func() error {
+		if err := a.policy.Watch(gctx); err != nil {
+			a.log.Warn("policy files are not watched; reload with SIGHUP", zap.Error(err))
+		}
+		return nil
+	})
+	g.Go(func() error {
 		<-gctx.Done()
 		for _, l := range lns {
 			l.Close()
@@ -400,6 +426,8 @@ func (a *Agent) handle(ctx context.Context, c net.Conn) {
 func (a *Agent) Reload() error {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
+	// The policy is re-read even when the config is broken.
+	a.policy.Reload()
 	cfg, err := config.Load(a.cfgPath)
 	if err != nil {
 		return err
@@ -439,6 +467,8 @@ func (a *Agent) Status() control.Status {
 		SessionsOpen: a.sessions.Count(),
 		ConfigLoaded: st.loaded,
 	}
+	ps := a.policy.Status()
+	s.Policy = control.PolicyStatus{Dir: ps.Dir, Version: ps.Version, Loaded: ps.Loaded, Files: ps.Files, LastError: ps.LastError, LastErrorAt: ps.LastErrorAt}
 	for _, t := range st.targets {
 		s.Targets = append(s.Targets, control.TargetStatus{Name: t.cfg.Name, Protocol: t.cfg.Protocol, Address: t.cfg.Address, Upstream: t.cfg.Upstream})
 	}

@@ -37,6 +37,17 @@ type Status struct {
 	SessionsOpen int            `json:"sessions_open"`
 	Kernel       KernelCounters `json:"kernel"`
 	ConfigLoaded time.Time      `json:"config_loaded"`
+	Policy       PolicyStatus   `json:"policy"`
+}
+
+// PolicyStatus says which policy is in force and what went wrong last.
+type PolicyStatus struct {
+	Dir         string    `json:"dir"`
+	Version     string    `json:"version"` // empty: no policy, everything denied
+	Loaded      time.Time `json:"loaded,omitzero"`
+	Files       []string  `json:"files"`
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
 }
 
 // TargetStatus describes one configured target.

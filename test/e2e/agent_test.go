@@ -34,6 +34,8 @@ var binDir string
 
 func TestMain(m *testing.M) {
 	testenv.RegisterHelper("pgx", pgxClient)
+	testenv.RegisterHelper("pgxdeny", pgxDeny)
+	testenv.RegisterHelper("pgxconnect", pgxConnect)
 	testenv.RunHelper()
 	dir, err := os.MkdirTemp("", "tollgate-e2e-bin")
 	if err != nil {
@@ -117,6 +119,9 @@ type agent struct {
 	failOpen bool
 	// inCgroup runs the agent itself inside this cgroup.
 	inCgroup *testenv.Cgroup
+	// policyDir holds the agent's Rego policy (allow-all unless a test
+	// writes another).
+	policyDir string
 
 	cmd  *exec.Cmd
 	logs *syncBuffer
@@ -153,6 +158,9 @@ func newAgent(t *testing.T, extra string) *agent {
 		extra:     extra,
 	}
 	a.cfgPath = filepath.Join(a.dir, "tollgate.yaml")
+	a.policyDir = filepath.Join(a.dir, "policy")
+	os.Mkdir(a.policyDir, 0o755)
+	a.writePolicy(allowAll)
 	a.socket = filepath.Join(a.dir, "tollctl.sock")
 	t.Cleanup(func() {
 		a.stop(syscall.SIGKILL)
@@ -175,6 +183,7 @@ func (a *agent) writeConfig() {
 	cfg := fmt.Sprintf(`state_dir: %s/state
 control_socket: %s
 shutdown_grace: 2s
+policy: {dir: %s}
 bpf:
   cgroup: %s
   pin_dir: %s
@@ -182,8 +191,22 @@ bpf:
 proxy:
   port: %d
   link_local: %s
-%s`, a.dir, a.socket, a.cg.Path, a.pinDir, mode, a.proxyPort, a.linkLocal, a.extra)
+%s`, a.dir, a.socket, a.policyDir, a.cg.Path, a.pinDir, mode, a.proxyPort, a.linkLocal, a.extra)
 	if err := os.WriteFile(a.cfgPath, []byte(cfg), 0o600); err != nil {
+		a.t.Fatal(err)
+	}
+}
+
+const allowAll = "package tollgate\n\ndecision := {\"allow\": true}\n"
+
+// writePolicy replaces the agent's policy with one file of Rego.
+func (a *agent) writePolicy(rego string) {
+	a.t.Helper()
+	tmp := filepath.Join(a.dir, "policy.rego.tmp")
+	if err := os.WriteFile(tmp, []byte(rego), 0o644); err != nil {
+		a.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(a.policyDir, "policy.rego")); err != nil {
 		a.t.Fatal(err)
 	}
 }
@@ -268,6 +291,16 @@ func (a *agent) sessions() []l7.SessionInfo {
 		a.t.Fatalf("sessions json: %v: %s", err, out)
 	}
 	return ss
+}
+
+func (a *agent) identities() []identity.InventoryEntry {
+	a.t.Helper()
+	out, code := a.tollctl("identities", "ls", "-o", "json")
+	var ids []identity.InventoryEntry
+	if code != 0 || json.Unmarshal([]byte(out), &ids) != nil {
+		a.t.Fatalf("identities ls: exit %d: %s", code, out)
+	}
+	return ids
 }
 
 func tcpTarget(name, address, upstream string) string {

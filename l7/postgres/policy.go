@@ -1,0 +1,102 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	"github.com/tollgate-dev/tollgate/l7"
+	"github.com/tollgate-dev/tollgate/l7/postgres/sqlinfo"
+	"github.com/tollgate-dev/tollgate/policy"
+)
+
+// PolicyDecider judges requests with the policy: it turns each request
+// into the policy input of DESIGN.md ("connect" at startup, "statement" for
+// each statement, with what sqlinfo reads from the SQL) and asks Policy.
+//
+// A statement that cannot be parsed is denied. A Query of several
+// statements is judged as a whole: if one is denied, none runs. A decision
+// that requires approval is denied until approvals exist.
+type PolicyDecider struct {
+	Policy   l7.Policy
+	Analyzer *sqlinfo.Analyzer
+}
+
+var _ Decider = PolicyDecider{}
+
+// Decide implements Decider.
+func (p PolicyDecider) Decide(ctx context.Context, s *l7.Session, r Request) Decision {
+	in := policy.Input{
+		Identity: s.Workload,
+		Target:   policy.Target{Name: s.Target.Name, Protocol: s.Target.Protocol, Address: s.Origin.Dst.String()},
+		Session: policy.Session{
+			ID:              s.ID,
+			Database:        r.Facts.Database,
+			User:            r.Facts.User,
+			ApplicationName: r.Facts.ApplicationName,
+			Options:         r.Facts.Parameters,
+		},
+	}
+	switch {
+	case r.Kind == KindConnect:
+		in.Request = policy.Request{Kind: policy.KindConnect}
+		return fromPolicy(p.Policy.Decide(ctx, in))
+	case r.Protocol == ProtocolFunction:
+		// A FunctionCall names a function by OID and carries no SQL.
+		in.Request = policy.Request{
+			Kind:      policy.KindStatement,
+			Commands:  []string{"FUNCTION CALL"},
+			Functions: []string{"oid:" + strconv.FormatUint(uint64(r.FunctionOID), 10)},
+		}
+		return fromPolicy(p.Policy.Decide(ctx, in))
+	}
+
+	stmts, err := p.Analyzer.Analyze(r.SQL)
+	if err != nil {
+		return Decision{Reason: "statement could not be judged: " + err.Error()}
+	}
+	if len(stmts) == 0 { // an empty query: nothing to run, nothing to judge
+		return Decision{Allow: true}
+	}
+	var out Decision
+	for i, st := range stmts {
+		in.Request = policy.Request{
+			Kind:        policy.KindStatement,
+			SQL:         st.SQL,
+			Fingerprint: st.Fingerprint,
+			Commands:    st.Commands,
+			Functions:   st.Functions,
+			ReadOnly:    st.ReadOnly,
+		}
+		in.Request.Tables = make([]policy.Table, len(st.Tables))
+		for j, t := range st.Tables {
+			in.Request.Tables[j] = policy.Table{Schema: t.Schema, Name: t.Name, Access: t.Access}
+		}
+		d := fromPolicy(p.Policy.Decide(ctx, in))
+		if !d.Allow {
+			if len(stmts) > 1 {
+				d.Reason = fmt.Sprintf("statement %d of %d: %s (none of them ran)", i+1, len(stmts), d.Reason)
+			}
+			return d
+		}
+		out.Allow = true
+		out.Mask = append(out.Mask, d.Mask...)
+		if d.Record == policy.RecordMetadata || out.Record == "" {
+			out.Record = d.Record
+		}
+		out.PolicyVersion = d.PolicyVersion
+	}
+	return out
+}
+
+func fromPolicy(pd policy.Decision) Decision {
+	d := Decision{Allow: pd.Allow, Reason: pd.Reason, Mask: pd.Mask, Record: pd.Record, PolicyVersion: pd.PolicyVersion}
+	if pd.NeedsApproval() {
+		d.Allow = false
+		d.Reason = "approval required (" + pd.Reason + "); approvals are not available on this agent yet"
+	}
+	if !d.Allow && d.Reason == "" {
+		d.Reason = "denied by policy"
+	}
+	return d
+}
