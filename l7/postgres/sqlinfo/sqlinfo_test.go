@@ -1,6 +1,7 @@
 package sqlinfo
 
 import (
+	"encoding/json"
 	"errors"
 	"reflect"
 	"strings"
@@ -9,7 +10,7 @@ import (
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 )
 
-// t0 builds a Table; s is "schema.name" or "name".
+// tb builds a Table; s is "schema.name" or "name".
 func tb(s, access string) Table {
 	if i := strings.LastIndexByte(s, '.'); i >= 0 {
 		return Table{Schema: s[:i], Name: s[i+1:], Access: access}
@@ -26,9 +27,9 @@ type want struct {
 	readOnly  bool
 }
 
-var cmd = func(c ...string) []string { return c }
-var fns = func(f ...string) []string { return f }
-var tbls = func(t ...Table) []Table { return t }
+func cmd(c ...string) []string { return c }
+func fns(f ...string) []string { return f }
+func tbls(t ...Table) []Table  { return t }
 
 // analyzeTests are single statements with the facts they must yield. They
 // also seed FuzzAnalyze.
@@ -465,5 +466,32 @@ func TestTooDeep(t *testing.T) {
 	}
 	if _, err := a.Analyze("SELECT ((((1))))"); !errors.Is(err, ErrTooDeep) {
 		t.Errorf("depth 4 over 3: error = %v, want ErrTooDeep", err)
+	}
+}
+
+// The JSON is the policy input's "request" object (less "kind"): its names
+// are a contract with policies.
+func TestStatementJSON(t *testing.T) {
+	st, err := AnalyzeOne("SELECT lower(email) FROM public.customers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"sql":"SELECT lower(email) FROM public.customers","fingerprint":"` + st.Fingerprint + `",` +
+		`"commands":["SELECT"],"tables":[{"schema":"public","name":"customers","access":"select"}],` +
+		`"functions":["lower"],"read_only":true}`
+	if string(got) != want {
+		t.Errorf("JSON =\n%s\nwant\n%s", got, want)
+	}
+}
+
+func TestCommandTagsNameRealNodes(t *testing.T) {
+	for name := range fixedTags {
+		if pg_query.File_pg_query_proto.Messages().ByName(name) == nil {
+			t.Errorf("fixedTags names %s, which is no parse tree node", name)
+		}
 	}
 }
