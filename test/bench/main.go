@@ -38,15 +38,103 @@ func main() {
 	dials := flag.Int("dials", 2000, "connections for the setup measurement")
 	mib := flag.Int("mib", 1024, "MiB streamed for the throughput measurement")
 	idle := flag.Int("idle", 1000, "idle connections for the memory measurement")
+	suite := flag.String("suite", "all", "tcp | pg | all")
+	seconds := flag.Int("seconds", 10, "pgbench run length for each path and mode")
 	flag.Parse()
 	if *client {
 		runClient(*target, *direct, *dials, *mib)
 		return
 	}
-	if err := run(*dials, *mib, *idle); err != nil {
+	var err error
+	if *suite == "tcp" || *suite == "all" {
+		err = run(*dials, *mib, *idle)
+	}
+	if err == nil && (*suite == "pg" || *suite == "all") {
+		err = runPG(*seconds)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
+}
+
+// governed is a throwaway cgroup with a tollgate agent governing it.
+type governed struct {
+	work, cgDir, cgPath, pins string
+	agent                     *exec.Cmd
+}
+
+// startGoverned starts the agent (bin/tollgate) on a new cgroup with the
+// given targets (YAML list items) and an allow-all policy that lets the
+// agent cache its decisions.
+func startGoverned(name, targets string) (*governed, error) {
+	bin, _ := filepath.Abs("bin/tollgate")
+	if _, err := os.Stat(bin); err != nil {
+		return nil, fmt.Errorf("%s: run make build first", bin)
+	}
+	mount, err := cgroup2.Mount()
+	if err != nil {
+		return nil, err
+	}
+	g := &governed{cgPath: fmt.Sprintf("/tollgate-bench-%s-%d", name, os.Getpid())}
+	g.cgDir = filepath.Join(mount, g.cgPath)
+	g.pins = fmt.Sprintf("/sys/fs/bpf/tollgate-bench-%s-%d", name, os.Getpid())
+	if g.work, err = os.MkdirTemp("", "tollgate-bench"); err != nil {
+		return nil, err
+	}
+	os.Chmod(g.work, 0o755)
+	if err := os.Mkdir(g.cgDir, 0o755); err != nil {
+		return nil, err
+	}
+	os.Mkdir(filepath.Join(g.work, "policy"), 0o755)
+	os.WriteFile(filepath.Join(g.work, "policy", "allow.rego"), []byte("package tollgate\n\ndecision := {\"allow\": true, \"cache\": true}\n"), 0o644)
+	pl, _ := net.Listen("tcp4", "127.0.0.1:0")
+	proxyPort := pl.Addr().(*net.TCPAddr).Port
+	pl.Close()
+	cfg := fmt.Sprintf(`state_dir: %[1]s/state
+control_socket: %[1]s/ctl.sock
+policy: {dir: %[1]s/policy}
+bpf: {cgroup: %[2]s, pin_dir: %[3]s}
+proxy: {port: %[4]d, link_local: 169.254.77.201}
+identities:
+  - {name: bench, owner: bench, purpose: benchmark, match: {cgroup: %[2]s}}
+targets:
+%[5]s`, g.work, g.cgPath, g.pins, proxyPort, targets)
+	cfgPath := filepath.Join(g.work, "tollgate.yaml")
+	os.WriteFile(cfgPath, []byte(cfg), 0o600)
+	g.agent = exec.Command(bin, "run", "--config", cfgPath, "--log-level", "warn")
+	g.agent.Stderr = os.Stderr
+	if err := g.agent.Start(); err != nil {
+		g.close()
+		return nil, err
+	}
+	if err := waitUp(control.NewClient(filepath.Join(g.work, "ctl.sock"))); err != nil {
+		g.close()
+		return nil, err
+	}
+	return g, nil
+}
+
+// command runs inside the governed cgroup.
+func (g *governed) command(name string, args ...string) (*exec.Cmd, func(), error) {
+	cg, err := os.Open(g.cgDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	cmd := exec.Command(name, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
+	return cmd, func() { cg.Close() }, nil
+}
+
+func (g *governed) close() {
+	if g.agent != nil && g.agent.Process != nil {
+		g.agent.Process.Signal(syscall.SIGTERM)
+		g.agent.Wait()
+	}
+	os.RemoveAll(g.pins)
+	os.Remove(g.cgDir)
+	exec.Command("ip", "addr", "del", "169.254.77.201/32", "dev", "lo").Run()
+	os.RemoveAll(g.work)
 }
 
 // server answers each connection with one byte, then streams the number of
@@ -86,67 +174,26 @@ func run(dials, mib, idle int) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("needs root")
 	}
-	bin, _ := filepath.Abs("bin/tollgate")
-	if _, err := os.Stat(bin); err != nil {
-		return fmt.Errorf("%s: run make build first", bin)
-	}
 	srv, err := server()
 	if err != nil {
 		return err
 	}
 	defer srv.Close()
-
-	mount, err := cgroup2.Mount()
-	if err != nil {
-		return err
-	}
-	work, err := os.MkdirTemp("", "tollgate-bench")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(work)
-	cgPath := fmt.Sprintf("/tollgate-bench-%d", os.Getpid())
-	if err := os.Mkdir(filepath.Join(mount, cgPath), 0o755); err != nil {
-		return err
-	}
-	defer os.Remove(filepath.Join(mount, cgPath))
-	pins := fmt.Sprintf("/sys/fs/bpf/tollgate-bench-%d", os.Getpid())
-	defer os.RemoveAll(pins)
-	defer exec.Command("ip", "addr", "del", "169.254.77.201/32", "dev", "lo").Run()
-	pl, _ := net.Listen("tcp4", "127.0.0.1:0")
-	proxyPort := pl.Addr().(*net.TCPAddr).Port
-	pl.Close()
 	targetAddr := "127.77.0.50:9000"
-	cfg := fmt.Sprintf(`state_dir: %[1]s/state
-control_socket: %[1]s/ctl.sock
-bpf: {cgroup: %[2]s, pin_dir: %[3]s}
-proxy: {port: %[4]d, link_local: 169.254.77.201}
-targets:
-  - {name: bench, protocol: tcp, address: %[5]s, upstream: %[6]s}
-`, work, cgPath, pins, proxyPort, targetAddr, srv.Addr())
-	cfgPath := filepath.Join(work, "tollgate.yaml")
-	os.WriteFile(cfgPath, []byte(cfg), 0o600)
-	agent := exec.Command(bin, "run", "--config", cfgPath, "--log-level", "warn")
-	agent.Stderr = os.Stderr
-	if err := agent.Start(); err != nil {
+	g, err := startGoverned("tcp", fmt.Sprintf("  - {name: bench, protocol: tcp, address: %s, upstream: %s}\n", targetAddr, srv.Addr()))
+	if err != nil {
 		return err
 	}
-	defer func() { agent.Process.Signal(syscall.SIGTERM); agent.Wait() }()
-	cc := control.NewClient(filepath.Join(work, "ctl.sock"))
-	if err := waitUp(cc); err != nil {
-		return err
-	}
+	defer g.close()
 
 	// The client runs inside the governed cgroup and measures both paths.
-	cg, err := os.Open(filepath.Join(mount, cgPath))
+	self, _ := os.Executable()
+	cl, done, err := g.command(self, "-client", "-target", targetAddr, "-direct", srv.Addr().String(),
+		"-dials", strconv.Itoa(dials), "-mib", strconv.Itoa(mib))
 	if err != nil {
 		return err
 	}
-	defer cg.Close()
-	self, _ := os.Executable()
-	cl := exec.Command(self, "-client", "-target", targetAddr, "-direct", srv.Addr().String(),
-		"-dials", strconv.Itoa(dials), "-mib", strconv.Itoa(mib))
-	cl.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
+	defer done()
 	cl.Stderr = os.Stderr
 	out, err := cl.Output()
 	if err != nil {
@@ -157,7 +204,7 @@ targets:
 		return err
 	}
 
-	perConn, err := idleMemory(agent.Process.Pid, filepath.Join(mount, cgPath), targetAddr, idle)
+	perConn, err := idleMemory(g, targetAddr, idle)
 	if err != nil {
 		return err
 	}
@@ -189,19 +236,18 @@ func waitUp(cc *control.Client) error {
 
 // idleMemory opens n idle connections through the agent from a process in
 // the governed cgroup and returns the agent's RSS growth per connection.
-func idleMemory(agentPID int, cgDir, target string, n int) (float64, error) {
+func idleMemory(g *governed, target string, n int) (float64, error) {
+	agentPID := g.agent.Process.Pid
 	before, err := rssKiB(agentPID)
 	if err != nil {
 		return 0, err
 	}
 	self, _ := os.Executable()
-	holder := exec.Command(self, "-client", "-target", target, "-dials", strconv.Itoa(-n))
-	cg, err := os.Open(cgDir)
+	holder, done, err := g.command(self, "-client", "-target", target, "-dials", strconv.Itoa(-n))
 	if err != nil {
 		return 0, err
 	}
-	defer cg.Close()
-	holder.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
+	defer done()
 	stdin, _ := holder.StdinPipe()
 	stdout, _ := holder.StdoutPipe()
 	holder.Stderr = os.Stderr

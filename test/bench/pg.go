@@ -1,0 +1,281 @@
+package main
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const pgBin = "/usr/lib/postgresql/15/bin"
+
+// pgResult is one pgbench run.
+type pgResult struct {
+	tps      float64
+	p50, p99 time.Duration
+}
+
+// runPG compares pgbench -S through three paths in one run: straight to
+// PostgreSQL, through PgBouncer (session pooling), and through tollgate
+// (eBPF redirect + the PostgreSQL engine parsing and judging every statement).
+func runPG(seconds int) error {
+	work, err := os.MkdirTemp("", "tollgate-pgbench")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	os.Chmod(work, 0o755)
+	pgPort, bouncerPort := freeTCPPort(), freeTCPPort()
+	password := randomHex(12)
+
+	stopPG, err := startPostgres(work, pgPort, password)
+	if err != nil {
+		return err
+	}
+	defer stopPG()
+	stopBouncer, err := startPgBouncer(work, pgPort, bouncerPort, password)
+	if err != nil {
+		return err
+	}
+	defer stopBouncer()
+
+	secret := filepath.Join(work, "bench.password")
+	os.WriteFile(secret, []byte(password), 0o600)
+	target := "127.77.0.51:5432"
+	g, err := startGoverned("pg", fmt.Sprintf(`  - name: bench-db
+    protocol: postgres
+    address: %s
+    upstream: 127.0.0.1:%d
+    credentials: {username: bench, password_file: %s}
+`, target, pgPort, secret))
+	if err != nil {
+		return err
+	}
+	defer g.close()
+
+	paths := []struct{ name, host, port string }{
+		{"direct", "127.0.0.1", strconv.Itoa(pgPort)},
+		{"pgbouncer", "127.0.0.1", strconv.Itoa(bouncerPort)},
+		{"tollgate", "127.77.0.51", "5432"},
+	}
+	if err := pgbench(g, work, paths[0].host, paths[0].port, password, "-i", "-s", "10", "-q"); err != nil {
+		return err
+	}
+	fmt.Printf("\npgbench -S (select-only), scale 10, %ds per run, PostgreSQL 15, %s\n", seconds, time.Now().Format(time.RFC3339))
+	fmt.Printf("%-10s %-9s %12s %12s %12s %12s\n", "mode", "path", "TPS c=8", "p50 c=1", "p99 c=1", "TPS vs direct")
+	for _, mode := range []string{"simple", "prepared"} {
+		res := map[string]pgResult{}
+		// Interleave paths, twice, so drift in machine load hits each alike.
+		for round := 0; round < 2; round++ {
+			for _, p := range paths {
+				tps, err := pgbenchTPS(g, work, p.host, p.port, password, mode, 8, seconds/2)
+				if err != nil {
+					return fmt.Errorf("%s %s: %w", p.name, mode, err)
+				}
+				r := res[p.name]
+				r.tps += tps / 2
+				res[p.name] = r
+			}
+		}
+		for _, p := range paths {
+			p50, p99, err := pgbenchLatency(g, work, p.host, p.port, password, mode, seconds/2)
+			if err != nil {
+				return fmt.Errorf("%s %s latency: %w", p.name, mode, err)
+			}
+			r := res[p.name]
+			r.p50, r.p99 = p50, p99
+			res[p.name] = r
+		}
+		for _, p := range paths {
+			r := res[p.name]
+			fmt.Printf("%-10s %-9s %12.0f %12v %12v %11.2fx\n", mode, p.name, r.tps, r.p50, r.p99, r.tps/res["direct"].tps)
+		}
+		fmt.Printf("%-10s tollgate/pgbouncer TPS %.2fx; tollgate adds %v p50 over direct at 1 client\n",
+			mode, res["tollgate"].tps/res["pgbouncer"].tps, res["tollgate"].p50-res["direct"].p50)
+	}
+	return nil
+}
+
+func pgbenchCmd(g *governed, work, host, port, password string, args ...string) (*exec.Cmd, func(), error) {
+	cmd, done, err := g.command("pgbench", append([]string{"-h", host, "-p", port, "-U", "bench"}, append(args, "bench")...)...)
+	if err != nil {
+		return nil, nil, err
+	}
+	cmd.Dir = work
+	cmd.Env = append(os.Environ(), "PGPASSWORD="+password)
+	return cmd, done, nil
+}
+
+func pgbench(g *governed, work, host, port, password string, args ...string) error {
+	cmd, done, err := pgbenchCmd(g, work, host, port, password, args...)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("pgbench %v: %w\n%s", args, err, out)
+	}
+	return nil
+}
+
+var tpsRE = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
+
+func pgbenchTPS(g *governed, work, host, port, password, mode string, clients, seconds int) (float64, error) {
+	cmd, done, err := pgbenchCmd(g, work, host, port, password, "-S", "-n", "-M", mode, "-c", strconv.Itoa(clients), "-j", "2", "-T", strconv.Itoa(seconds))
+	if err != nil {
+		return 0, err
+	}
+	defer done()
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("%w\n%s", err, out)
+	}
+	m := tpsRE.FindSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("no tps in pgbench output:\n%s", out)
+	}
+	return strconv.ParseFloat(string(m[1]), 64)
+}
+
+// pgbenchLatency runs one client with a per-transaction log and returns the
+// median and 99th percentile latency.
+func pgbenchLatency(g *governed, work, host, port, password, mode string, seconds int) (time.Duration, time.Duration, error) {
+	prefix := filepath.Join(work, "lat-"+randomHex(4))
+	cmd, done, err := pgbenchCmd(g, work, host, port, password, "-S", "-n", "-M", mode, "-c", "1", "-T", strconv.Itoa(seconds), "-l", "--log-prefix", prefix)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer done()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return 0, 0, fmt.Errorf("%w\n%s", err, out)
+	}
+	logs, _ := filepath.Glob(prefix + ".*")
+	var lat []time.Duration
+	for _, l := range logs {
+		f, err := os.Open(l)
+		if err != nil {
+			return 0, 0, err
+		}
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			// client_id transaction_no time script_no time_epoch time_us
+			fields := strings.Fields(sc.Text())
+			if len(fields) >= 3 {
+				us, _ := strconv.Atoi(fields[2])
+				lat = append(lat, time.Duration(us)*time.Microsecond)
+			}
+		}
+		f.Close()
+	}
+	if len(lat) == 0 {
+		return 0, 0, fmt.Errorf("no latencies logged")
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	return lat[len(lat)/2], lat[len(lat)*99/100], nil
+}
+
+// startPostgres makes a throwaway cluster on 127.0.0.1:port with a role
+// "bench" (SCRAM password) owning a database "bench".
+func startPostgres(work string, port int, password string) (func(), error) {
+	data := filepath.Join(work, "pg")
+	os.Mkdir(data, 0o700)
+	if err := exec.Command("chown", "postgres:postgres", data).Run(); err != nil {
+		return nil, err
+	}
+	asPG := func(args ...string) error {
+		out, err := exec.Command("runuser", append([]string{"-u", "postgres", "--"}, args...)...).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%v: %w\n%s", args, err, out)
+		}
+		return nil
+	}
+	if err := asPG(pgBin+"/initdb", "-D", data, "-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256"); err != nil {
+		return nil, err
+	}
+	opts := fmt.Sprintf("-c listen_addresses=127.0.0.1 -p %d -k %s -c fsync=off -c max_connections=100 -c shared_buffers=256MB", port, data)
+	if err := asPG(pgBin+"/pg_ctl", "-D", data, "-l", filepath.Join(data, "log"), "-w", "-o", opts, "start"); err != nil {
+		return nil, err
+	}
+	stop := func() { asPG(pgBin+"/pg_ctl", "-D", data, "-m", "immediate", "stop") }
+	sql := fmt.Sprintf("CREATE ROLE bench LOGIN PASSWORD '%s'; CREATE DATABASE bench OWNER bench;", password)
+	for _, stmt := range strings.SplitAfter(sql, ";") {
+		if strings.TrimSpace(stmt) == "" {
+			continue
+		}
+		if out, err := exec.Command("psql", "-X", "-q", "-h", data, "-p", strconv.Itoa(port), "-U", "postgres", "-c", stmt).CombinedOutput(); err != nil {
+			stop()
+			return nil, fmt.Errorf("%s: %w\n%s", stmt, err, out)
+		}
+	}
+	return stop, nil
+}
+
+// startPgBouncer runs PgBouncer in session pooling mode in front of the
+// cluster, logging in with the same password the agent injects.
+func startPgBouncer(work string, pgPort, port int, password string) (func(), error) {
+	dir := filepath.Join(work, "pgbouncer")
+	os.Mkdir(dir, 0o755)
+	ini := fmt.Sprintf(`[databases]
+bench = host=127.0.0.1 port=%d dbname=bench user=bench password=%s
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = %d
+unix_socket_dir =
+auth_type = any
+pool_mode = session
+default_pool_size = 20
+max_client_conn = 200
+logfile = %s/pgbouncer.log
+pidfile = %s/pgbouncer.pid
+`, pgPort, password, port, dir, dir)
+	iniPath := filepath.Join(dir, "pgbouncer.ini")
+	os.WriteFile(iniPath, []byte(ini), 0o600)
+	exec.Command("chown", "-R", "postgres:postgres", dir).Run()
+	cmd := exec.Command("runuser", "-u", "postgres", "--", "/usr/sbin/pgbouncer", "-q", iniPath)
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	stop := func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		exec.Command("pkill", "-F", filepath.Join(dir, "pgbouncer.pid")).Run()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err == nil {
+			c.Close()
+			return stop, nil
+		}
+		if time.Now().After(deadline) {
+			stop()
+			return nil, fmt.Errorf("pgbouncer did not start: %w", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func freeTCPPort() int {
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return 0
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
