@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -44,7 +45,7 @@ type exitCode int
 func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
 func runCmd() *cobra.Command {
-	var cfgPath, logLevel string
+	var cfgPath, logLevel, cpuProfile string
 	var jsonLogs bool
 	cmd := &cobra.Command{
 		Use:   "run --config FILE",
@@ -77,6 +78,17 @@ func runCmd() *cobra.Command {
 					}
 				}
 			}()
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
 			log.Info("tollgate starting", zap.String("version", agent.Version), zap.String("config", cfgPath))
 			err = a.Run(ctx)
 			log.Info("tollgate stopped", zap.Error(err))
@@ -86,6 +98,7 @@ func runCmd() *cobra.Command {
 	cmd.Flags().StringVarP(&cfgPath, "config", "c", "/etc/tollgate/tollgate.yaml", "config file")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug | info | warn | error")
 	cmd.Flags().BoolVar(&jsonLogs, "log-json", false, "log JSON lines instead of console text")
+	cmd.Flags().StringVar(&cpuProfile, "cpu-profile", os.Getenv("TOLLGATE_CPU_PROFILE"), "write a CPU profile of the whole run to this file (env TOLLGATE_CPU_PROFILE)")
 	return cmd
 }
 
