@@ -55,7 +55,7 @@ func main() {
 	root.PersistentFlags().StringVar(&g.socket, "socket", def, "agent control socket (env TOLLGATE_SOCKET)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table | json")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(statusCmd(g), sessionsCmd(g), identitiesCmd(g))
+	root.AddCommand(statusCmd(g), sessionsCmd(g), identitiesCmd(g), policyCmd(g))
 	err := root.Execute()
 	if err == nil {
 		return
@@ -67,6 +67,8 @@ func main() {
 		os.Exit(exitUsage)
 	case errors.Is(err, control.ErrAgentDown):
 		os.Exit(exitDown)
+	case errors.Is(err, control.ErrBadRequest):
+		os.Exit(exitUsage)
 	case errors.Is(err, control.ErrNotFound):
 		os.Exit(exitNotFound)
 	}
@@ -255,4 +257,66 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+func policyCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "policy", Short: "Ask the running agent's policy"}
+	var input string
+	eval := &cobra.Command{
+		Use:   "eval --input FILE",
+		Short: "Print the decision the running agent would make on a policy input (JSON; - for stdin)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var data []byte
+			var err error
+			if input == "-" {
+				data, err = io.ReadAll(cmd.InOrStdin())
+			} else {
+				data, err = os.ReadFile(input)
+			}
+			if err != nil {
+				return usageError{err}
+			}
+			c, cancel := ctx()
+			defer cancel()
+			d, err := g.client().EvalPolicy(c, data)
+			if err != nil {
+				return err
+			}
+			if g.output == "json" {
+				return printJSON(cmd.OutOrStdout(), d)
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			verdict := "DENY"
+			switch {
+			case d.NeedsApproval():
+				verdict = "HOLD for approval by " + strings.Join(d.Approval.Approvers, ", ")
+			case d.Allow:
+				verdict = "ALLOW"
+			}
+			fmt.Fprintf(w, "decision:\t%s\n", verdict)
+			if d.Reason != "" {
+				fmt.Fprintf(w, "reason:\t%s\n", d.Reason)
+			}
+			for _, m := range d.Mask {
+				what := m.Classifier
+				if m.Table != "" {
+					what = m.Table + "." + m.Column
+				}
+				fmt.Fprintf(w, "mask:\t%s (%s)\n", what, m.Method)
+			}
+			if d.Record != "" {
+				fmt.Fprintf(w, "record:\t%s\n", d.Record)
+			}
+			fmt.Fprintf(w, "policy version:\t%.12s\n", d.PolicyVersion)
+			if d.Error != "" {
+				fmt.Fprintf(w, "policy error:\t%s\n", d.Error)
+			}
+			return w.Flush()
+		},
+	}
+	eval.Flags().StringVar(&input, "input", "", "policy input JSON file (DESIGN.md input), - for stdin")
+	eval.MarkFlagRequired("input")
+	cmd.AddCommand(eval)
+	return cmd
 }

@@ -27,7 +27,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(runCmd(), doctorCmd(), versionCmd())
+	root.AddCommand(runCmd(), doctorCmd(), versionCmd(), policyCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "tollgate:", err)
 		var ec exitCode

@@ -505,4 +505,9 @@ func (a *Agent) Session(id string) (l7.SessionInfo, bool) {
 // Identities implements control.Backend.
 func (a *Agent) Identities() []identity.InventoryEntry { return a.inventory.List() }
 
+// EvalPolicy implements control.Backend.
+func (a *Agent) EvalPolicy(ctx context.Context, in policy.Input) policy.Decision {
+	return a.policy.Decide(ctx, in)
+}
+
 var _ control.Backend = (*Agent)(nil)

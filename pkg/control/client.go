@@ -1,6 +1,7 @@
 package control
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,10 +13,14 @@ import (
 
 	"github.com/tollgate-dev/tollgate/l7"
 	"github.com/tollgate-dev/tollgate/pkg/identity"
+	"github.com/tollgate-dev/tollgate/policy"
 )
 
 // ErrAgentDown is returned when nothing answers on the control socket.
 var ErrAgentDown = errors.New("agent is not running (control socket unreachable)")
+
+// ErrBadRequest is returned when the agent refused what was sent.
+var ErrBadRequest = errors.New("bad request")
 
 // ErrNotFound is returned for an unknown object (a session id, say).
 var ErrNotFound = errors.New("not found")
@@ -66,8 +71,22 @@ func (c *Client) Identities(ctx context.Context) ([]identity.InventoryEntry, err
 	return s, c.get(ctx, "/v1/identities", &s)
 }
 
+// EvalPolicy asks the agent what its policy decides on in.
+func (c *Client) EvalPolicy(ctx context.Context, in json.RawMessage) (policy.Decision, error) {
+	var d policy.Decision
+	return d, c.do(ctx, http.MethodPost, "/v1/policy/eval", in, &d)
+}
+
 func (c *Client) get(ctx context.Context, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://tollgate"+path, nil)
+	return c.do(ctx, http.MethodGet, path, nil, out)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body []byte, out any) error {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://tollgate"+path, rd)
 	if err != nil {
 		return err
 	}
@@ -80,19 +99,22 @@ func (c *Client) get(ctx context.Context, path string, out any) error {
 		return fmt.Errorf("control: %w", err)
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	reply, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
 		return fmt.Errorf("control: read reply: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		var ae apiError
-		json.Unmarshal(body, &ae)
+		json.Unmarshal(reply, &ae)
 		if resp.StatusCode == http.StatusNotFound {
 			return fmt.Errorf("%w: %s", ErrNotFound, ae.Error)
 		}
+		if resp.StatusCode == http.StatusBadRequest {
+			return fmt.Errorf("%w: %s", ErrBadRequest, ae.Error)
+		}
 		return fmt.Errorf("control: %s: %s", resp.Status, ae.Error)
 	}
-	if err := json.Unmarshal(body, out); err != nil {
+	if err := json.Unmarshal(reply, out); err != nil {
 		return fmt.Errorf("control: decode reply: %w", err)
 	}
 	return nil

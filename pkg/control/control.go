@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/l7"
 	"github.com/tollgate-dev/tollgate/pkg/identity"
+	"github.com/tollgate-dev/tollgate/policy"
 )
 
 // DefaultSocket is where tollctl looks when neither --socket nor
@@ -73,6 +75,8 @@ type Backend interface {
 	Sessions() []l7.SessionInfo
 	Session(id string) (l7.SessionInfo, bool)
 	Identities() []identity.InventoryEntry
+	// EvalPolicy returns the decision the running policy makes on in.
+	EvalPolicy(ctx context.Context, in policy.Input) policy.Decision
 }
 
 // Peer is the process on the other end of a control connection.
@@ -129,6 +133,16 @@ func Listen(path string, gid int, b Backend) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, b.Status()) })
 	mux.HandleFunc("GET /v1/sessions", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, b.Sessions()) })
+	mux.HandleFunc("POST /v1/policy/eval", func(w http.ResponseWriter, r *http.Request) {
+		var in policy.Input
+		dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&in); err != nil {
+			writeError(w, http.StatusBadRequest, "policy input: "+err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, b.EvalPolicy(r.Context(), in))
+	})
 	mux.HandleFunc("GET /v1/identities", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, b.Identities()) })
 	mux.HandleFunc("GET /v1/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {
 		si, ok := b.Session(r.PathValue("id"))

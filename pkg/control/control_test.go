@@ -10,6 +10,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/l7"
 	"github.com/tollgate-dev/tollgate/pkg/identity"
+	"github.com/tollgate-dev/tollgate/policy"
 )
 
 type fakeBackend struct{ sessions []l7.SessionInfo }
@@ -27,6 +28,10 @@ func (f fakeBackend) Session(id string) (l7.SessionInfo, bool) {
 
 func (f fakeBackend) Identities() []identity.InventoryEntry {
 	return []identity.InventoryEntry{{Name: "billing", Configured: true}}
+}
+
+func (f fakeBackend) EvalPolicy(_ context.Context, in policy.Input) policy.Decision {
+	return policy.Decision{Allow: in.Request.Kind == "connect", Reason: "kind " + in.Request.Kind}
 }
 
 func serve(t *testing.T, b Backend) (*Server, string) {
@@ -76,6 +81,13 @@ func TestClientRoundTrip(t *testing.T) {
 	}
 	if ids, err := c.Identities(ctx); err != nil || len(ids) != 1 || ids[0].Name != "billing" {
 		t.Errorf("Identities = %+v, %v", ids, err)
+	}
+	d, err := c.EvalPolicy(ctx, []byte(`{"identity": {"name": "x"}, "request": {"kind": "connect"}}`))
+	if err != nil || !d.Allow || d.Reason != "kind connect" {
+		t.Errorf("EvalPolicy = %+v, %v", d, err)
+	}
+	if _, err := c.EvalPolicy(ctx, []byte(`{"requets": {}}`)); !errors.Is(err, ErrBadRequest) {
+		t.Errorf("EvalPolicy with an unknown key: err = %v; want ErrBadRequest", err)
 	}
 	if _, err := c.Session(ctx, "nope"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Session(nope) err = %v; want ErrNotFound", err)

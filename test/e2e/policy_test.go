@@ -280,3 +280,43 @@ func waitPolicy(t *testing.T, a *agent, ok func(control.PolicyStatus) bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+func TestPolicyToolingTestAndEval(t *testing.T) {
+	// The shipped example policies pass their own tests.
+	out, err := exec.Command(filepath.Join(binDir, "tollgate"), "policy", "test", "../../deploy/policies").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "0 failed") {
+		t.Errorf("tollgate policy test deploy/policies: %v\n%s", err, out)
+	}
+	bad := t.TempDir()
+	os.WriteFile(filepath.Join(bad, "p.rego"), []byte("package tollgate\n\ndecision := {\"allow\": true}\n"), 0o644)
+	os.WriteFile(filepath.Join(bad, "p_test.rego"), []byte("package tollgate_test\n\nimport data.tollgate\n\ntest_denies if not tollgate.decision.allow\n"), 0o644)
+	out, err = exec.Command(filepath.Join(binDir, "tollgate"), "policy", "test", bad).CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "1 failed") {
+		t.Errorf("a failing rego test: %v\n%s; want exit 1 and 1 failed", err, out)
+	}
+
+	// tollctl policy eval asks the running agent.
+	a := newAgent(t, "")
+	a.writePolicy(testPolicy)
+	a.start()
+	in := filepath.Join(t.TempDir(), "input.json")
+	os.WriteFile(in, []byte(`{"identity": {"name": "billing", "known": true},
+		"target": {"name": "orders-db", "protocol": "postgres"},
+		"session": {"database": "orders", "user": "app"},
+		"request": {"kind": "statement", "sql": "DELETE FROM t", "commands": ["DELETE"],
+		            "tables": [{"schema": "", "name": "t", "access": "delete"}], "read_only": false}}`), 0o644)
+	res, code := a.tollctl("policy", "eval", "--input", in)
+	if code != 0 || !strings.Contains(res, "DENY") || !strings.Contains(res, "DELETE is not allowed for billing") {
+		t.Errorf("policy eval: exit %d\n%s", code, res)
+	}
+	res, code = a.tollctl("policy", "eval", "--input", in, "-o", "json")
+	var d map[string]any
+	if code != 0 || json.Unmarshal([]byte(res), &d) != nil || d["allow"] != false {
+		t.Errorf("policy eval -o json: exit %d\n%s", code, res)
+	}
+	os.WriteFile(in, []byte(`{"identiy": {}}`), 0o644)
+	if out, code := a.tollctl("policy", "eval", "--input", in); code != 2 {
+		t.Errorf("policy eval with a misspelt key: exit %d; want 2\n%s", code, out)
+	}
+}
