@@ -654,3 +654,17 @@ func TestProxyTLSNeedsBoth(t *testing.T) {
 		t.Errorf("err = %v; want an unreadable cert_file named", err)
 	}
 }
+
+func TestClientToken(t *testing.T) {
+	c, err := Parse([]byte("targets:\n  - name: db\n    protocol: postgres\n    address: 127.77.0.5:5432\n    credentials:\n      client_token: {issuer: \"https://issuer.example\", audience: orders-db}\n"), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ct := c.Targets[0].Credentials.ClientToken; ct == nil || ct.Issuer != "https://issuer.example" || ct.Audience != "orders-db" {
+		t.Errorf("client_token = %+v", ct)
+	}
+	_, err = Parse([]byte("targets:\n  - name: db\n    protocol: postgres\n    address: 127.77.0.5:5432\n    credentials:\n      client_token: {issuer: \"ftp://x\"}\n"), "t.yaml")
+	if err == nil || !strings.Contains(err.Error(), "client_token.issuer") || !strings.Contains(err.Error(), "client_token.audience") {
+		t.Errorf("err = %v; want issuer and audience named", err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -31,6 +32,18 @@ type Credentials struct {
 	// Passthrough, written "credentials: passthrough", relays the client's
 	// own authentication to the upstream: nothing is injected.
 	Passthrough bool `yaml:"-"`
+	// ClientToken, when set, makes the client present an OIDC JWT as its
+	// password; the verified claims join the workload's identity
+	// (input.identity.claims). Default: none (no client credential asked).
+	ClientToken *ClientToken `yaml:"client_token"`
+}
+
+// ClientToken names the issuer and audience of workload tokens.
+type ClientToken struct {
+	// Issuer is the OIDC issuer URL (its discovery document is fetched).
+	Issuer string `yaml:"issuer"`
+	// Audience is the aud the tokens must carry.
+	Audience string `yaml:"audience"`
 }
 
 const passthrough = "passthrough"
@@ -118,6 +131,14 @@ func (c *Credentials) validate(v *checker, key string) {
 			v.errorf(key, "passthrough injects nothing: it takes no username or password")
 		}
 		return
+	}
+	if t := c.ClientToken; t != nil {
+		if u, err := url.Parse(t.Issuer); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			v.errorf(key+".client_token.issuer", "%q is not an http(s) issuer URL", t.Issuer)
+		}
+		if t.Audience == "" {
+			v.errorf(key+".client_token.audience", "is empty: tokens must be meant for this target")
+		}
 	}
 	switch {
 	case c.PasswordFile != "" && c.PasswordEnv != "":
