@@ -1,0 +1,700 @@
+package audit
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Durability says when Append returns.
+type Durability string
+
+const (
+	// Batch (group commit): Append returns once the record is buffered; a
+	// background flusher writes and syncs every FlushInterval or
+	// FlushRecords records. A crash loses at most the buffered records.
+	Batch Durability = "batch"
+	// Strict: Append returns once the record is written and synced.
+	// Concurrent appends share one sync.
+	Strict Durability = "strict"
+)
+
+// Errors callers branch on.
+var (
+	// ErrUnavailable: the journal cannot write. It wraps the cause; the
+	// journal retries in the background and on Append (at most every
+	// RetryInterval) and accepts records again once a write succeeds.
+	ErrUnavailable = errors.New("audit journal unavailable")
+	// ErrClosed: the journal was closed.
+	ErrClosed = errors.New("audit journal closed")
+	// ErrCorrupt: Open found records it will not overwrite or drop (not a
+	// torn tail). Run Verify to see what is wrong.
+	ErrCorrupt = errors.New("audit journal corrupt")
+	// ErrLocked: another process has the journal open.
+	ErrLocked = errors.New("audit journal locked by another process")
+	// ErrTooLarge: the record's data exceeds Options.MaxRecordBytes.
+	ErrTooLarge = errors.New("audit record too large")
+	// ErrInvalidType: the type is malformed or reserved to the journal.
+	ErrInvalidType = errors.New("invalid audit record type")
+)
+
+// Options configures a Journal. Zero values take the documented defaults.
+type Options struct {
+	// Durability is Batch (default) or Strict.
+	Durability Durability
+	// SegmentBytes starts a new segment file when the next record would
+	// make the active one larger. Default 64 MiB.
+	SegmentBytes int64
+	// SegmentAge starts a new segment file when the active one got its
+	// first record this long ago. Default 24h; negative: never.
+	SegmentAge time.Duration
+	// FlushInterval is how long Batch buffers a record at most. Default 5ms.
+	FlushInterval time.Duration
+	// FlushRecords makes Batch flush at once when this many records are
+	// buffered. Default 4096.
+	FlushRecords int
+	// MaxPendingBytes makes Append wait while more than this many bytes
+	// are buffered. Default 32 MiB.
+	MaxPendingBytes int
+	// CheckpointEvery writes a checkpoint this often when records were
+	// appended since the last one. Default 1s.
+	CheckpointEvery time.Duration
+	// CheckpointRecords writes a checkpoint after this many records.
+	// Default 10000; negative: only by time and at Close.
+	CheckpointRecords int
+	// RetryInterval is how often a failed journal retries writing, in the
+	// background and at most as often on Append. Default 1s.
+	RetryInterval time.Duration
+	// MaxRecordBytes bounds a record's data (canonical JSON). Default
+	// 4 MiB, at most 15 MiB.
+	MaxRecordBytes int
+	// KeyDir holds the signing key pair (LoadOrCreateKey), typically
+	// <state_dir>/keys: never inside the journal directory, which is
+	// handed to auditors. Required unless PrivateKey is set.
+	KeyDir string
+	// PrivateKey signs checkpoints instead of the key in KeyDir.
+	PrivateKey ed25519.PrivateKey
+	// Now is the clock for record times and intervals. Default time.Now.
+	Now func() time.Time
+}
+
+func (o *Options) setDefaults() error {
+	switch o.Durability {
+	case "":
+		o.Durability = Batch
+	case Batch, Strict:
+	default:
+		return fmt.Errorf("audit: durability %q: want %q or %q", o.Durability, Batch, Strict)
+	}
+	if o.SegmentBytes <= 0 {
+		o.SegmentBytes = 64 << 20
+	}
+	if o.SegmentAge == 0 {
+		o.SegmentAge = 24 * time.Hour
+	}
+	if o.FlushInterval <= 0 {
+		o.FlushInterval = 5 * time.Millisecond
+	}
+	if o.FlushRecords <= 0 {
+		o.FlushRecords = 4096
+	}
+	if o.MaxPendingBytes <= 0 {
+		o.MaxPendingBytes = 32 << 20
+	}
+	if o.CheckpointEvery <= 0 {
+		o.CheckpointEvery = time.Second
+	}
+	if o.CheckpointRecords == 0 {
+		o.CheckpointRecords = 10000
+	}
+	if o.RetryInterval <= 0 {
+		o.RetryInterval = time.Second
+	}
+	if o.MaxRecordBytes <= 0 {
+		o.MaxRecordBytes = 4 << 20
+	}
+	o.MaxRecordBytes = min(o.MaxRecordBytes, 15<<20)
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.PrivateKey == nil && o.KeyDir == "" {
+		return errors.New("audit: Options.KeyDir is required")
+	}
+	return nil
+}
+
+// lineRef locates one line (with its newline) in a batch.
+type lineRef struct {
+	seq        uint64
+	start, end int
+}
+
+func (r lineRef) len() int { return r.end - r.start }
+
+// batch is a run of record lines.
+type batch struct {
+	buf  []byte
+	refs []lineRef
+}
+
+func (b *batch) reset() {
+	b.buf, b.refs = b.buf[:0], b.refs[:0]
+}
+
+// Journal is an append-only, hash-chained, signed audit journal in a
+// directory of segment files. Its methods are safe for concurrent use.
+type Journal struct {
+	dir   string
+	opts  Options
+	priv  ed25519.PrivateKey
+	keyID string
+	lock  *os.File
+
+	mu          sync.Mutex
+	nextSeq     uint64
+	last        [sha256.Size]byte // hash of record nextSeq-1
+	pend        batch             // appended, not yet taken by the flusher
+	durable     uint64            // highest seq written and synced
+	since       int               // records since the last checkpoint
+	failed      error             // non-nil: unavailable (wraps ErrUnavailable and cause)
+	cause       error             // why the last write failed
+	failedAt    time.Time
+	refused     uint64 // appends refused during the current outage
+	lastAttempt time.Time
+	attempts    uint64 // write attempts so far
+	closed      bool   // no more appends
+	stopped     bool   // the flusher has exited
+	changed     chan struct{}
+
+	activeFirst atomic.Uint64 // first seq of the active segment
+	pruneMu     sync.Mutex
+
+	kick    chan struct{} // flush now
+	arm     chan struct{} // flush within FlushInterval
+	closing chan struct{}
+	done    chan struct{}
+	stopErr error // set by the flusher before done closes
+
+	// Owned by the flusher.
+	final    bool // stopping: write everything
+	w        writer
+	inflight batch // taken from pend, not yet all durable
+	infNext  int   // first line of inflight that is not durable
+}
+
+// Open opens the journal in dir (creating it, mode 0750), recovers its tail
+// and starts its flusher. An incomplete last line (a write cut short by a
+// crash) is dropped and a TypeRecovery record says so; anything else wrong
+// in the last segment is ErrCorrupt. Only one process may have a journal
+// open (ErrLocked).
+func Open(dir string, opts Options) (*Journal, error) {
+	if err := opts.setDefaults(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	j, err := open(dir, opts, lock)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	return j, nil
+}
+
+func open(dir string, opts Options, lock *os.File) (*Journal, error) {
+	priv := opts.PrivateKey
+	if priv == nil {
+		var err error
+		if priv, err = LoadOrCreateKey(opts.KeyDir); err != nil {
+			return nil, err
+		}
+	}
+	tail, err := recoverTail(dir)
+	if err != nil {
+		return nil, err
+	}
+	dirf, err := os.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	j := &Journal{
+		dir:     dir,
+		opts:    opts,
+		priv:    priv,
+		keyID:   KeyID(priv.Public().(ed25519.PublicKey)),
+		lock:    lock,
+		nextSeq: tail.nextSeq,
+		last:    tail.last,
+		durable: tail.nextSeq - 1,
+		changed: make(chan struct{}),
+		kick:    make(chan struct{}, 1),
+		arm:     make(chan struct{}, 1),
+		closing: make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	j.w = writer{
+		dir: dir, dirf: dirf, segBytes: opts.SegmentBytes, segAge: opts.SegmentAge,
+		onCreate: j.activeFirst.Store,
+	}
+	if tail.active != "" {
+		f, err := os.OpenFile(filepath.Join(dir, tail.active), os.O_WRONLY, 0)
+		if err != nil {
+			dirf.Close()
+			return nil, fmt.Errorf("audit: %w", err)
+		}
+		j.w.f, j.w.name, j.w.off, j.w.opened = f, tail.active, tail.size, tail.opened
+		j.activeFirst.Store(tail.activeFirst)
+	}
+	if tail.nextSeq > 1 && !tail.anchored {
+		j.since = 1 // a crash left records no checkpoint signs yet
+	}
+	go j.run()
+	if tail.torn != nil {
+		j.mu.Lock()
+		j.appendLocked(TypeRecovery, mustCanonical(tail.torn))
+		j.mu.Unlock()
+		signal(j.kick)
+	}
+	return j, nil
+}
+
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s", ErrLocked, dir)
+		}
+		return nil, fmt.Errorf("audit: lock %s: %w", dir, err)
+	}
+	return f, nil
+}
+
+// Dir returns the journal's directory.
+func (j *Journal) Dir() string { return j.dir }
+
+// PublicKey returns the key that verifies the journal's checkpoints.
+func (j *Journal) PublicKey() ed25519.PublicKey {
+	return j.priv.Public().(ed25519.PublicKey)
+}
+
+// LastSeq returns the seq of the last record appended (0 if none).
+func (j *Journal) LastSeq() uint64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.nextSeq - 1
+}
+
+// Status is a snapshot of a journal's state.
+type Status struct {
+	// LastSeq is the last record appended, Durable the last one written
+	// and synced.
+	LastSeq, Durable uint64
+	// Err is non-nil while the journal cannot write (it wraps
+	// ErrUnavailable and the cause); Since is when that started, and
+	// Refused counts the appends refused since.
+	Err     error
+	Since   time.Time
+	Refused uint64
+}
+
+// Status returns the journal's state, for health checks and metrics.
+func (j *Journal) Status() Status {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	s := Status{LastSeq: j.nextSeq - 1, Durable: j.durable, Err: j.failed}
+	if j.failed != nil {
+		s.Since, s.Refused = j.failedAt, j.refused
+	}
+	return s
+}
+
+// Append adds a record of type typ whose data is data's JSON encoding
+// (json.RawMessage and []byte are taken as JSON text; nil or empty is {}),
+// and returns its seq. With Batch durability it returns once the record is
+// buffered, with Strict once it is written and synced. While the journal
+// cannot write, it returns an error wrapping ErrUnavailable and the cause;
+// in Strict mode a record whose Append failed that way may still be
+// written when the journal recovers (its fate was in doubt, as with a
+// failed commit). Malformed types and the types only the journal writes
+// (checkpoint, retention, recovery) are refused with ErrInvalidType.
+func (j *Journal) Append(ctx context.Context, typ string, data any) (uint64, error) {
+	if !validType(typ) || reservedType(typ) {
+		return 0, fmt.Errorf("%w: %q", ErrInvalidType, typ)
+	}
+	canon, err := canonicalData(data)
+	if err != nil {
+		return 0, fmt.Errorf("audit: %s data: %w", typ, err)
+	}
+	if len(canon) > j.opts.MaxRecordBytes {
+		return 0, fmt.Errorf("%w: %s data is %d bytes, limit %d", ErrTooLarge, typ, len(canon), j.opts.MaxRecordBytes)
+	}
+	j.mu.Lock()
+	for {
+		if j.closed {
+			j.mu.Unlock()
+			return 0, ErrClosed
+		}
+		if j.failed != nil {
+			if !j.retryLocked(ctx) {
+				j.refused++
+				err := j.failed
+				j.mu.Unlock()
+				return 0, err
+			}
+			continue
+		}
+		if len(j.pend.buf) > j.opts.MaxPendingBytes {
+			if err := j.waitLocked(ctx); err != nil {
+				j.mu.Unlock()
+				return 0, err
+			}
+			continue
+		}
+		break
+	}
+	wasEmpty := len(j.pend.refs) == 0
+	seq := j.appendLocked(typ, canon)
+	if j.opts.CheckpointRecords > 0 && j.since >= j.opts.CheckpointRecords {
+		j.checkpointLocked()
+	}
+	n := len(j.pend.refs)
+	j.mu.Unlock()
+
+	if j.opts.Durability == Strict {
+		signal(j.kick)
+		return seq, j.waitDurable(ctx, seq)
+	}
+	switch {
+	case n >= j.opts.FlushRecords:
+		signal(j.kick)
+	case wasEmpty:
+		signal(j.arm)
+	}
+	return seq, nil
+}
+
+// canonicalData returns data's canonical JSON encoding.
+func canonicalData(data any) ([]byte, error) {
+	var raw []byte
+	switch d := data.(type) {
+	case nil:
+		return []byte("{}"), nil
+	case json.RawMessage:
+		raw = d
+	case []byte:
+		raw = d
+	default:
+		var err error
+		if raw, err = json.Marshal(d); err != nil {
+			return nil, err
+		}
+	}
+	if len(raw) == 0 {
+		return []byte("{}"), nil
+	}
+	return appendCanonical(make([]byte, 0, len(raw)), raw)
+}
+
+func mustCanonical(v any) []byte {
+	b, err := canonicalData(v)
+	if err != nil {
+		panic(fmt.Sprintf("audit: encode %T: %v", v, err))
+	}
+	return b
+}
+
+func hexHash(h [sha256.Size]byte) string { return hex.EncodeToString(h[:]) }
+
+// appendLocked chains a record onto the buffer and returns its seq. data
+// must be canonical.
+func (j *Journal) appendLocked(typ string, data []byte) uint64 {
+	return j.appendLockedAt(typ, data, j.opts.Now())
+}
+
+func (j *Journal) appendLockedAt(typ string, data []byte, at time.Time) uint64 {
+	seq := j.nextSeq
+	start := len(j.pend.buf)
+	j.pend.buf = appendLine(j.pend.buf, seq, at, typ, &j.last, data)
+	j.last = sha256.Sum256(j.pend.buf[start:])
+	j.pend.buf = append(j.pend.buf, '\n')
+	j.pend.refs = append(j.pend.refs, lineRef{seq: seq, start: start, end: len(j.pend.buf)})
+	j.nextSeq++
+	if typ == TypeCheckpoint {
+		j.since = 0
+	} else {
+		j.since++
+	}
+	return seq
+}
+
+// checkpointLocked appends a checkpoint signing the last record.
+func (j *Journal) checkpointLocked() {
+	seq := j.nextSeq - 1
+	if seq == 0 {
+		return
+	}
+	at := j.opts.Now()
+	sig := ed25519.Sign(j.priv, CheckpointMessage(seq, j.last, at))
+	j.appendLockedAt(TypeCheckpoint, mustCanonical(Checkpoint{
+		Seq:       seq,
+		Hash:      hexHash(j.last),
+		Signature: base64.StdEncoding.EncodeToString(sig),
+		KeyID:     j.keyID,
+	}), at)
+}
+
+// retryLocked asks the flusher for a write attempt when none was made in
+// the last RetryInterval, waits for it, and reports whether the journal can
+// write again.
+func (j *Journal) retryLocked(ctx context.Context) bool {
+	if j.opts.Now().Sub(j.lastAttempt) < j.opts.RetryInterval {
+		return false
+	}
+	if !j.attemptLocked(ctx) {
+		return false
+	}
+	return j.failed == nil
+}
+
+// attemptLocked makes the flusher attempt a write now and waits for it.
+func (j *Journal) attemptLocked(ctx context.Context) bool {
+	gen := j.attempts
+	for j.attempts == gen && !j.stopped {
+		signal(j.kick)
+		if j.waitLocked(ctx) != nil {
+			return false
+		}
+	}
+	return j.attempts != gen
+}
+
+// waitLocked waits, unlocked, for the next change of durable, failed or
+// attempts.
+func (j *Journal) waitLocked(ctx context.Context) error {
+	ch := j.changed
+	j.mu.Unlock()
+	defer j.mu.Lock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// broadcastLocked wakes everything waiting in waitLocked.
+func (j *Journal) broadcastLocked() {
+	close(j.changed)
+	j.changed = make(chan struct{})
+}
+
+// changes returns a channel that is closed at the next change.
+func (j *Journal) changes() <-chan struct{} {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.changed
+}
+
+// waitDurable waits until record seq is synced or the journal fails.
+func (j *Journal) waitDurable(ctx context.Context, seq uint64) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for {
+		switch {
+		case j.durable >= seq:
+			return nil
+		case j.failed != nil:
+			return j.failed
+		case j.stopped:
+			return fmt.Errorf("%w: closed before record %d was written", ErrUnavailable, seq)
+		}
+		if err := j.waitLocked(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// Sync writes and syncs every record appended so far.
+func (j *Journal) Sync() error {
+	j.mu.Lock()
+	target := j.nextSeq - 1
+	j.mu.Unlock()
+	signal(j.kick)
+	return j.waitDurable(context.Background(), target)
+}
+
+// Close writes a final checkpoint, flushes, and stops the journal. It
+// returns an error wrapping ErrUnavailable if records could not be written.
+func (j *Journal) Close() error {
+	j.mu.Lock()
+	if j.closed {
+		j.mu.Unlock()
+		<-j.done
+		return ErrClosed
+	}
+	j.closed = true
+	if j.since > 0 && j.failed == nil {
+		j.checkpointLocked()
+	}
+	j.mu.Unlock()
+	close(j.closing)
+	<-j.done
+	return errors.Join(j.stopErr, j.lock.Close())
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// run is the flusher: it owns the segment files.
+func (j *Journal) run() {
+	defer close(j.done)
+	flushT := time.NewTimer(time.Hour)
+	flushT.Stop()
+	armed := false
+	retryT := time.NewTimer(time.Hour)
+	retryT.Stop()
+	cp := time.NewTicker(j.opts.CheckpointEvery)
+	defer cp.Stop()
+	for {
+		select {
+		case <-j.kick:
+		case <-j.arm:
+			if !armed {
+				flushT.Reset(j.opts.FlushInterval)
+				armed = true
+			}
+			continue
+		case <-flushT.C:
+			armed = false
+		case <-retryT.C:
+		case <-cp.C:
+			j.mu.Lock()
+			if j.since > 0 && j.failed == nil && !j.closed {
+				j.checkpointLocked()
+			}
+			j.mu.Unlock()
+		case <-j.closing:
+			j.stop()
+			return
+		}
+		if !j.flush() {
+			retryT.Reset(j.opts.RetryInterval)
+		}
+	}
+}
+
+// stop flushes what is left (one attempt when failing) and closes files.
+func (j *Journal) stop() {
+	j.final = true
+	j.flush()
+	j.mu.Lock()
+	var errs []error
+	if lost := len(j.pend.refs) + len(j.inflight.refs) - j.infNext; lost > 0 {
+		cause := j.cause
+		if cause == nil {
+			cause = errors.New("no write succeeded")
+		}
+		errs = append(errs, fmt.Errorf("%w: %d records not written: %w", ErrUnavailable, lost, cause))
+	}
+	j.mu.Unlock()
+	errs = append(errs, j.w.close())
+	j.mu.Lock()
+	j.stopErr = errors.Join(errs...)
+	j.stopped = true
+	j.broadcastLocked()
+	j.mu.Unlock()
+}
+
+// flush writes what is pending and reports whether it succeeded. Strict
+// (and a final flush) loops until nothing is pending, so appends made during
+// a sync share the next one; Batch writes again at once only when
+// FlushRecords more are pending, else within FlushInterval.
+func (j *Journal) flush() bool {
+	for {
+		if j.infNext == len(j.inflight.refs) {
+			j.inflight.reset()
+			j.infNext = 0
+			j.mu.Lock()
+			j.pend, j.inflight = j.inflight, j.pend
+			if len(j.inflight.refs) == 0 {
+				// Nothing to write. A failure always leaves lines
+				// behind, so this does not happen while failed; if
+				// it did, count the attempt so nobody waits on it.
+				if j.failed != nil {
+					j.attempts++
+					j.failed = nil
+					j.broadcastLocked()
+				}
+				j.mu.Unlock()
+				return true
+			}
+			j.mu.Unlock()
+		}
+		now := j.opts.Now()
+		j.mu.Lock()
+		j.lastAttempt = now
+		j.mu.Unlock()
+
+		durable, next, err := j.w.write(&j.inflight, j.infNext, now)
+
+		j.mu.Lock()
+		j.attempts++
+		j.infNext = next
+		if durable > j.durable {
+			j.durable = durable
+		}
+		if err != nil {
+			if j.failed == nil {
+				j.failedAt, j.refused = now, 0
+			}
+			j.failed, j.cause = fmt.Errorf("%w: %w", ErrUnavailable, err), err
+			j.broadcastLocked()
+			j.mu.Unlock()
+			return false
+		}
+		if j.failed != nil {
+			since, until := j.failedAt.UTC(), now.UTC()
+			j.appendLocked(TypeRecovery, mustCanonical(Recovery{
+				Event:   "outage",
+				Error:   j.cause.Error(),
+				Since:   &since,
+				Until:   &until,
+				Refused: j.refused,
+			}))
+			j.failed = nil
+		}
+		j.broadcastLocked()
+		pending := len(j.pend.refs)
+		j.mu.Unlock()
+		if j.opts.Durability == Batch && !j.final && pending < j.opts.FlushRecords {
+			if pending > 0 {
+				signal(j.arm)
+			}
+			return true
+		}
+	}
+}

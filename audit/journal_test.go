@@ -1,0 +1,411 @@
+package audit
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestChainAcrossRotationAndRestart(t *testing.T) {
+	dir, keyDir := t.TempDir(), t.TempDir()
+	opts := Options{KeyDir: keyDir, SegmentBytes: 4096, CheckpointRecords: 50}
+
+	j := mustOpen(t, dir, opts)
+	pub := j.PublicKey()
+	for i := range 300 {
+		mustAppend(t, j, TypeStatement, stmt{N: i, SQL: fmt.Sprintf("select %d -- ünïcødé <&>", i)})
+	}
+	mustClose(t, j)
+
+	fi, err := os.Stat(filepath.Join(keyDir, PrivateKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fi.Mode().Perm(); got != 0o600 {
+		t.Errorf("%s mode: got %04o, want 0600", PrivateKeyFile, got)
+	}
+	filePub, err := ReadPublicKey(filepath.Join(keyDir, PublicKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !filePub.Equal(pub) {
+		t.Errorf("%s does not hold the journal's public key", PublicKeyFile)
+	}
+	rep := mustVerify(t, dir, filePub)
+	if rep.Unanchored != 0 {
+		t.Errorf("after Close: unanchored %d, want 0", rep.Unanchored)
+	}
+
+	j = mustOpen(t, dir, opts)
+	if !j.PublicKey().Equal(pub) {
+		t.Fatal("reopened journal has another key")
+	}
+	for i := 300; i < 500; i++ {
+		mustAppend(t, j, TypeStatement, stmt{N: i, SQL: "select 1"})
+	}
+	mustClose(t, j)
+
+	rep = mustVerify(t, dir, pub)
+	recs := readAll(t, dir, Filter{})
+	if rep.Segments < 3 {
+		t.Errorf("segments: got %d, want rotation into >= 3", rep.Segments)
+	}
+	if got, want := rep.Records, uint64(len(recs)); got != want {
+		t.Errorf("verified records: got %d, want %d", got, want)
+	}
+	if rep.FirstSeq != 1 || rep.LastSeq != uint64(len(recs)) {
+		t.Errorf("seqs: got %d..%d, want 1..%d", rep.FirstSeq, rep.LastSeq, len(recs))
+	}
+	if rep.Unanchored != 0 || rep.Checkpointed != rep.LastSeq-1 {
+		t.Errorf("checkpointed %d, unanchored %d; want %d, 0", rep.Checkpointed, rep.Unanchored, rep.LastSeq-1)
+	}
+	if rep.Checkpoints < 10 {
+		t.Errorf("checkpoints: got %d, want >= 10 (one per 50 records and at each Close)", rep.Checkpoints)
+	}
+	stmts := recordsOfType(recs, TypeStatement)
+	if len(stmts) != 500 {
+		t.Fatalf("statements: got %d, want 500", len(stmts))
+	}
+	for i, r := range stmts {
+		if got := decode[stmt](t, r.Data); got.N != i {
+			t.Fatalf("statement %d: got n=%d", i, got.N)
+		}
+	}
+	if got := decode[stmt](t, stmts[7].Data).SQL; got != "select 7 -- ünïcødé <&>" {
+		t.Errorf("sql: got %q", got)
+	}
+	for i, r := range recs {
+		if r.Seq != uint64(i+1) {
+			t.Fatalf("record %d has seq %d", i, r.Seq)
+		}
+	}
+	// Every segment is named after its first record.
+	fs := loadFiles(t, dir)
+	for s, name := range fs.names {
+		r, err := ReadRecord(fs.lines[s][0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if name != segmentName(r.Seq) {
+			t.Errorf("segment %s starts with seq %d", name, r.Seq)
+		}
+	}
+}
+
+func TestTimedCheckpointAndAgeRotation(t *testing.T) {
+	dir := t.TempDir()
+	clk := newClock()
+	j := mustOpen(t, dir, Options{PrivateKey: newKey(t), CheckpointEvery: 20 * time.Millisecond, SegmentAge: time.Hour, Now: clk.Now})
+	defer j.Close()
+	mustAppend(t, j, TypeAgentStart, map[string]any{"version": "test"})
+	// The flusher writes a checkpoint within CheckpointEvery.
+	deadline := time.Now().Add(waitLimit)
+	for {
+		if err := j.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		rep := mustVerify(t, dir, j.PublicKey())
+		if rep.Checkpoints == 1 && rep.Unanchored == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no timed checkpoint: %+v", rep)
+		}
+		time.Sleep(5 * time.Millisecond) // polling the directory
+	}
+	clk.Advance(2 * time.Hour)
+	mustAppend(t, j, TypeAgentStop, nil)
+	if err := j.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if rep := mustVerify(t, dir, j.PublicKey()); rep.Segments != 2 {
+		t.Errorf("segments after SegmentAge: got %d, want 2", rep.Segments)
+	}
+}
+
+func TestAppendRejects(t *testing.T) {
+	j := mustOpen(t, t.TempDir(), Options{PrivateKey: newKey(t), MaxRecordBytes: 100})
+	defer j.Close()
+	ctx := context.Background()
+	for _, typ := range []string{"", "Statement", "a b", TypeCheckpoint, TypeRetention, TypeRecovery, strings.Repeat("a", 65)} {
+		if _, err := j.Append(ctx, typ, nil); !errors.Is(err, ErrInvalidType) {
+			t.Errorf("Append(%q): got %v, want ErrInvalidType", typ, err)
+		}
+	}
+	if _, err := j.Append(ctx, TypeStatement, map[string]string{"sql": strings.Repeat("x", 200)}); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("large record: got %v, want ErrTooLarge", err)
+	}
+	if _, err := j.Append(ctx, TypeStatement, []byte(`{"a":`)); err == nil {
+		t.Error("invalid JSON data: got nil error")
+	}
+	if _, err := j.Append(ctx, TypeStatement, func() {}); err == nil {
+		t.Error("unencodable data: got nil error")
+	}
+	seq := mustAppend(t, j, TypeStatement, []byte(` { "b" : 1.0, "a" : [ true , null ] } `))
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.Append(ctx, TypeStatement, nil); !errors.Is(err, ErrClosed) {
+		t.Errorf("after Close: got %v, want ErrClosed", err)
+	}
+	recs := readAll(t, j.Dir(), Filter{})
+	if got := string(recs[seq-1].Data); got != `{"a":[true,null],"b":1}` {
+		t.Errorf("canonical data: got %s", got)
+	}
+}
+
+func TestOpenLocked(t *testing.T) {
+	dir := t.TempDir()
+	j := mustOpen(t, dir, Options{PrivateKey: newKey(t)})
+	defer j.Close()
+	if _, err := Open(dir, Options{PrivateKey: newKey(t)}); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second Open: got %v, want ErrLocked", err)
+	}
+}
+
+func TestConcurrentAppendsBatch(t *testing.T) {
+	const goroutines, each = 200, 500
+	dir := t.TempDir()
+	j := mustOpen(t, dir, Options{PrivateKey: newKey(t), SegmentBytes: 1 << 20})
+	var wg sync.WaitGroup
+	errs := make(chan error, goroutines)
+	for g := range goroutines {
+		wg.Go(func() {
+			for i := range each {
+				if _, err := j.Append(context.Background(), TypeStatement, map[string]int{"g": g, "i": i}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	mustClose(t, j)
+	rep := mustVerify(t, dir, j.PublicKey())
+	recs := readAll(t, dir, Filter{Types: []string{TypeStatement}})
+	if len(recs) != goroutines*each {
+		t.Fatalf("statements: got %d, want %d", len(recs), goroutines*each)
+	}
+	seen := make(map[[2]int]bool, len(recs))
+	for _, r := range recs {
+		d := decode[map[string]int](t, r.Data)
+		seen[[2]int{d["g"], d["i"]}] = true
+	}
+	if len(seen) != goroutines*each {
+		t.Errorf("distinct statements: got %d, want %d", len(seen), goroutines*each)
+	}
+	if rep.Unanchored != 0 || rep.Checkpoints < goroutines*each/10000 {
+		t.Errorf("checkpoints %d, unanchored %d", rep.Checkpoints, rep.Unanchored)
+	}
+}
+
+func TestTornTailRecovery(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		tail []byte
+	}{
+		{"partial line", []byte(`{"data":{"n":9`)},
+		{"zeros", make([]byte, 100)},
+		{"complete but garbled last line", []byte("{\"data\":{\"n\":9}\x00\x00\x00\n")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			opts := Options{PrivateKey: newKey(t), CheckpointEvery: time.Hour}
+			j := mustOpen(t, dir, opts)
+			for i := range 20 {
+				mustAppend(t, j, TypeStatement, stmt{N: i})
+			}
+			mustClose(t, j)
+			last := lastSegment(t, dir)
+			appendFile(t, last, tc.tail)
+
+			if rep, _ := Verify(dir, opts.PrivateKey.Public().(ed25519.PublicKey)); rep.OK() || rep.Problem.Seq != 22 {
+				t.Errorf("torn journal: got %+v, want a problem at seq 22", rep.Problem)
+			}
+			j = mustOpen(t, dir, opts)
+			mustAppend(t, j, TypeStatement, stmt{N: 20})
+			mustClose(t, j)
+
+			rep := mustVerify(t, dir, j.PublicKey())
+			recs := readAll(t, dir, Filter{})
+			notes := recordsOfType(recs, TypeRecovery)
+			if len(notes) != 1 || notes[0].Seq != 22 {
+				t.Fatalf("recovery records: %v, want one at seq 22", notes)
+			}
+			note := decode[Recovery](t, notes[0].Data)
+			dropped, _ := base64.StdEncoding.DecodeString(note.Dropped)
+			if note.Event != "torn_tail" || string(dropped) != string(tc.tail) || note.DroppedBytes != len(tc.tail) ||
+				note.Segment != filepath.Base(last) {
+				t.Errorf("note: %+v", note)
+			}
+			if got := len(recordsOfType(recs, TypeStatement)); got != 21 || rep.LastSeq != 24 {
+				t.Errorf("statements %d, last seq %d; want 21, 24", got, rep.LastSeq)
+			}
+		})
+	}
+}
+
+func TestTornNewSegment(t *testing.T) {
+	// A crash right after rotation: the new segment holds only a torn line.
+	dir := t.TempDir()
+	opts := Options{PrivateKey: newKey(t), CheckpointEvery: time.Hour}
+	j := mustOpen(t, dir, opts)
+	for i := range 5 {
+		mustAppend(t, j, TypeStatement, stmt{N: i})
+	}
+	mustClose(t, j) // seq 6 is the checkpoint
+	if err := os.WriteFile(filepath.Join(dir, segmentName(7)), []byte(`{"data":{`), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	j = mustOpen(t, dir, opts)
+	if got := j.LastSeq(); got != 7 {
+		t.Errorf("last seq after recovery: got %d, want 7 (the recovery record)", got)
+	}
+	mustClose(t, j)
+	rep := mustVerify(t, dir, j.PublicKey())
+	if rep.Segments != 1 || rep.LastSeq != 8 {
+		t.Errorf("segments %d, last seq %d; want 1, 8", rep.Segments, rep.LastSeq)
+	}
+}
+
+func TestOpenRefusesCorruption(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{PrivateKey: newKey(t)}
+	j := mustOpen(t, dir, opts)
+	for i := range 10 {
+		mustAppend(t, j, TypeStatement, stmt{N: i})
+	}
+	mustClose(t, j)
+	fs := loadFiles(t, dir)
+	fs.lines[0][4][0] = 'x' // a bad line with good records after it
+	fs.write(t)
+	if _, err := Open(dir, opts); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Open: got %v, want ErrCorrupt", err)
+	}
+}
+
+func lastSegment(t *testing.T, dir string) string {
+	t.Helper()
+	segs, err := listSegments(os.DirFS(dir))
+	if err != nil || len(segs) == 0 {
+		t.Fatalf("segments: %v %v", segs, err)
+	}
+	return filepath.Join(dir, segs[len(segs)-1].name)
+}
+
+func appendFile(t *testing.T, path string, data []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCloseLeavesNoGoroutines(t *testing.T) {
+	base := runtime.NumGoroutine()
+	j := mustOpen(t, t.TempDir(), Options{PrivateKey: newKey(t), Durability: Strict})
+	ctx := context.Background()
+	live, err := j.Follow(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := j.Follow(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		mustAppend(t, j, TypeStatement, stmt{N: i})
+	}
+	mustClose(t, j)
+	for _, ch := range []<-chan Record{live, all} {
+		n := 0
+		for range ch {
+			n++
+		}
+		if n != 11 { // 10 statements and the final checkpoint
+			t.Errorf("followed %d records, want 11", n)
+		}
+	}
+	deadline := time.Now().Add(waitLimit)
+	for runtime.NumGoroutine() > base {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			t.Fatalf("goroutines: %d, want <= %d\n%s", runtime.NumGoroutine(), base, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(time.Millisecond) // polling the count, not waiting for an event
+	}
+}
+
+func TestReopenAnchorsCrashedTail(t *testing.T) {
+	// A journal killed before its next checkpoint: the next Close signs
+	// what it left, even with nothing new appended.
+	dir, key := t.TempDir(), newKey(t)
+	opts := Options{PrivateKey: key, CheckpointEvery: time.Hour}
+	j := mustOpen(t, dir, opts)
+	for i := range 3 {
+		mustAppend(t, j, TypeStatement, stmt{N: i})
+	}
+	mustClose(t, j)
+	fs := loadFiles(t, dir)
+	fs.lines[0] = fs.lines[0][:3] // as if killed before the final checkpoint
+	fs.write(t)
+	if rep := mustVerify(t, dir, key.Public().(ed25519.PublicKey)); rep.Unanchored != 3 {
+		t.Fatalf("unanchored: %d, want 3", rep.Unanchored)
+	}
+	j = mustOpen(t, dir, opts)
+	mustClose(t, j)
+	if rep := mustVerify(t, dir, j.PublicKey()); rep.Unanchored != 0 || rep.Checkpointed != 3 {
+		t.Errorf("after reopen and close: %+v", rep)
+	}
+}
+
+func TestStrictGroupCommit(t *testing.T) {
+	const goroutines, each = 64, 20
+	dir := t.TempDir()
+	j := mustOpen(t, dir, Options{PrivateKey: newKey(t), Durability: Strict, CheckpointEvery: time.Hour})
+	var wg sync.WaitGroup
+	for g := range goroutines {
+		wg.Go(func() {
+			for i := range each {
+				seq, err := j.Append(context.Background(), TypeStatement, map[string]int{"g": g, "i": i})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if st := j.Status(); st.Durable < seq {
+					t.Errorf("strict Append of %d returned with durable %d", seq, st.Durable)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	j.mu.Lock()
+	syncs := j.attempts
+	j.mu.Unlock()
+	mustClose(t, j)
+	mustVerify(t, dir, j.PublicKey())
+	if syncs >= goroutines*each/2 {
+		t.Errorf("%d syncs for %d strict appends: want them shared", syncs, goroutines*each)
+	}
+	t.Logf("%d strict appends, %d syncs", goroutines*each, syncs)
+}

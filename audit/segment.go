@@ -1,0 +1,319 @@
+package audit
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// maxLineBytes bounds a record line that readers accept.
+const maxLineBytes = 16 << 20
+
+const (
+	segPrefix = "seg-"
+	segSuffix = ".jsonl"
+	segDigits = 20
+)
+
+// segmentName returns the file name of the segment whose first record is seq.
+func segmentName(seq uint64) string {
+	return fmt.Sprintf("%s%0*d%s", segPrefix, segDigits, seq, segSuffix)
+}
+
+// parseSegmentName returns the first seq a segment file name declares.
+func parseSegmentName(name string) (uint64, bool) {
+	if len(name) != len(segPrefix)+segDigits+len(segSuffix) ||
+		!strings.HasPrefix(name, segPrefix) || !strings.HasSuffix(name, segSuffix) {
+		return 0, false
+	}
+	digits := name[len(segPrefix) : len(segPrefix)+segDigits]
+	for i := 0; i < len(digits); i++ {
+		if digits[i] < '0' || digits[i] > '9' {
+			return 0, false
+		}
+	}
+	seq, err := strconv.ParseUint(digits, 10, 64)
+	return seq, err == nil
+}
+
+// segment is a segment file found in a journal directory.
+type segment struct {
+	name  string
+	first uint64 // from the name
+	size  int64
+}
+
+// listSegments returns the segment files of fsys's root, oldest first.
+// Other files are ignored.
+func listSegments(fsys fs.FS) ([]segment, error) {
+	entries, err := fs.ReadDir(fsys, ".")
+	if err != nil {
+		return nil, err
+	}
+	var segs []segment
+	for _, e := range entries {
+		first, ok := parseSegmentName(e.Name())
+		if !ok || !e.Type().IsRegular() {
+			continue
+		}
+		s := segment{name: e.Name(), first: first}
+		if fi, err := e.Info(); err == nil {
+			s.size = fi.Size()
+		}
+		segs = append(segs, s)
+	}
+	slices.SortFunc(segs, func(a, b segment) int {
+		switch {
+		case a.first < b.first:
+			return -1
+		case a.first > b.first:
+			return 1
+		}
+		return strings.Compare(a.name, b.name)
+	})
+	return segs, nil
+}
+
+// lastLine returns the last newline-terminated line of the file at path
+// (without the newline), or nil when there is none.
+func lastLine(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	size := fi.Size()
+	for chunk := int64(64 << 10); ; chunk *= 4 {
+		start := max(size-chunk, 0)
+		buf := make([]byte, size-start)
+		if _, err := f.ReadAt(buf, start); err != nil && !errors.Is(err, io.EOF) {
+			return nil, err
+		}
+		end := bytes.LastIndexByte(buf, '\n')
+		if end < 0 {
+			if start == 0 {
+				return nil, nil
+			}
+			continue
+		}
+		buf = buf[:end]
+		if i := bytes.LastIndexByte(buf, '\n'); i >= 0 {
+			return buf[i+1:], nil
+		}
+		if start == 0 {
+			return buf, nil
+		}
+	}
+}
+
+// writer appends batches of lines to segment files. Only the journal's
+// flusher goroutine uses it.
+type writer struct {
+	dir      string
+	dirf     *os.File
+	segBytes int64
+	segAge   time.Duration
+	onCreate func(first uint64)
+
+	f      *os.File // the active segment, nil before the first write
+	name   string
+	off    int64     // bytes of f that are written and synced
+	opened time.Time // when the active segment got its first record
+	dirty  bool      // f may hold bytes past off: truncate before writing
+}
+
+// write writes b's lines from index from on, rotating segments as needed,
+// syncing each chunk. It returns the seq of the last line that is durable
+// (0 if none) and the index of the first line that is not; on error
+// nothing past the last durable line is left in the file (or dirty is set
+// to remove it before the next write).
+func (w *writer) write(b *batch, from int, now time.Time) (durable uint64, next int, err error) {
+	i := from
+	for i < len(b.refs) {
+		if w.f != nil && w.off > 0 && w.rotateDue(b.refs[i].len(), now) {
+			w.f.Close() // all of it is synced: nothing to lose
+			w.f = nil
+		}
+		if w.f == nil {
+			if err := w.create(b.refs[i].seq, now); err != nil {
+				return durable, i, err
+			}
+		}
+		if w.dirty {
+			if err := w.f.Truncate(w.off); err != nil {
+				return durable, i, fmt.Errorf("truncate %s: %w", w.name, err)
+			}
+			w.dirty = false
+		}
+		k, size := i, w.off
+		for k < len(b.refs) {
+			n := int64(b.refs[k].len())
+			if size > 0 && size+n > w.segBytes {
+				break
+			}
+			size += n
+			k++
+		}
+		chunk := b.buf[b.refs[i].start:b.refs[k-1].end]
+		if _, err := w.f.WriteAt(chunk, w.off); err != nil {
+			w.undo()
+			return durable, i, fmt.Errorf("write %s: %w", w.name, err)
+		}
+		if err := fdatasync(w.f); err != nil {
+			w.undo()
+			return durable, i, fmt.Errorf("sync %s: %w", w.name, err)
+		}
+		w.off += int64(len(chunk))
+		durable, i = b.refs[k-1].seq, k
+	}
+	return durable, i, nil
+}
+
+func (w *writer) rotateDue(n int, now time.Time) bool {
+	return w.off+int64(n) > w.segBytes || w.segAge > 0 && now.Sub(w.opened) >= w.segAge
+}
+
+// undo removes what a failed write may have left past the durable offset.
+func (w *writer) undo() {
+	w.dirty = w.f.Truncate(w.off) != nil
+}
+
+// create opens the segment whose first record is seq. A file of that name
+// can only be left over from a failed attempt (no record from seq on was
+// ever durable), so it is emptied.
+func (w *writer) create(seq uint64, now time.Time) error {
+	name := segmentName(seq)
+	path := filepath.Join(w.dir, name)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+	if errors.Is(err, fs.ErrExist) {
+		f, err = os.OpenFile(path, os.O_WRONLY, 0)
+		if err == nil {
+			if err = f.Truncate(0); err != nil {
+				f.Close()
+			}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("create %s: %w", name, err)
+	}
+	if err := w.dirf.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("sync %s: %w", w.dir, err)
+	}
+	w.f, w.name, w.off, w.opened, w.dirty = f, name, 0, now, false
+	if w.onCreate != nil {
+		w.onCreate(seq)
+	}
+	return nil
+}
+
+func (w *writer) close() error {
+	var errs []error
+	if w.f != nil {
+		errs = append(errs, w.f.Close())
+		w.f = nil
+	}
+	errs = append(errs, w.dirf.Close())
+	return errors.Join(errs...)
+}
+
+func fdatasync(f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		for {
+			serr = syscall.Fdatasync(int(fd))
+			if serr != syscall.EINTR {
+				return
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
+// scanned is what scanSegment found in a segment's bytes.
+type scanned struct {
+	records  int
+	validEnd int // offset after the last good line
+	lastSeq  uint64
+	lastHash [sha256.Size]byte
+	lastType string
+	first    time.Time // first record's time
+	// badLine is the 1-based line where the good prefix ends (0: none),
+	// and bad why; rest is then either torn (nothing readable follows) or
+	// corrupt.
+	badLine int
+	bad     error
+	corrupt bool
+}
+
+// scanSegment checks data, the bytes of the segment whose name declares
+// first, line by line: each record canonical, numbered from first on, and
+// chained to the one before it in the segment.
+func scanSegment(data []byte, first uint64) scanned {
+	var s scanned
+	off, line := 0, 0
+	for off < len(data) {
+		line++
+		nl := bytes.IndexByte(data[off:], '\n')
+		if nl < 0 {
+			s.badLine, s.bad = line, errors.New("incomplete last line")
+			break
+		}
+		r, sum, err := readRecord(data[off : off+nl])
+		switch {
+		case err != nil:
+		case r.Seq != first+uint64(s.records):
+			err = fmt.Errorf("seq %d, want %d", r.Seq, first+uint64(s.records))
+		case s.records > 0 && r.Prev != hexHash(s.lastHash):
+			err = fmt.Errorf("seq %d: prev does not match the record before it", r.Seq)
+		}
+		if err != nil {
+			s.badLine, s.bad = line, err
+			break
+		}
+		if s.records == 0 {
+			s.first = r.Time
+		}
+		s.records++
+		s.lastSeq, s.lastHash, s.lastType = r.Seq, sum, r.Type
+		off += nl + 1
+	}
+	s.validEnd = off
+	if off < len(data) {
+		// Torn if nothing after the good prefix reads as a record: a
+		// crash cuts a write short, it does not invent records.
+		rest := data[off:]
+		for len(rest) > 0 {
+			nl := bytes.IndexByte(rest, '\n')
+			if nl < 0 {
+				break
+			}
+			if _, err := ReadRecord(rest[:nl]); err == nil {
+				s.corrupt = true
+				break
+			}
+			rest = rest[nl+1:]
+		}
+	}
+	return s
+}
