@@ -42,6 +42,15 @@ type Deps struct {
 	// Policy decides every connection and statement. Nil only in tests of
 	// an engine alone; the daemon always sets it.
 	Policy Policy
+	// Journal is the audit journal. Nil only in tests of an engine alone.
+	Journal Journal
+}
+
+// Journal is where engines record what they let through and why.
+type Journal interface {
+	// Append adds a record. With strict durability it returns once the
+	// record is on disk. An error means nothing may be let through.
+	Append(ctx context.Context, typ string, data any) (uint64, error)
 }
 
 // Policy is what engines ask before they let a request through.

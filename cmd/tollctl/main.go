@@ -1,7 +1,8 @@
 // Command tollctl is the SRE's view of a running tollgate agent: status,
 // live sessions and, as the agent grows, approvals and the audit journal.
 //
-// Exit codes: 0 success, 1 error, 2 usage, 3 agent unreachable, 4 not found.
+// Exit codes: 0 success, 1 error, 2 usage, 3 agent unreachable, 4 not found,
+// 5 the audit journal does not verify.
 package main
 
 import (
@@ -55,14 +56,20 @@ func main() {
 	root.PersistentFlags().StringVar(&g.socket, "socket", def, "agent control socket (env TOLLGATE_SOCKET)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table | json")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(statusCmd(g), sessionsCmd(g), identitiesCmd(g), policyCmd(g))
+	root.AddCommand(statusCmd(g), sessionsCmd(g), identitiesCmd(g), policyCmd(g), auditCmd(g))
 	err := root.Execute()
 	if err == nil {
 		return
 	}
-	fmt.Fprintln(os.Stderr, "tollctl:", err)
+	var ee0 exitErr
+	if !errors.As(err, &ee0) {
+		fmt.Fprintln(os.Stderr, "tollctl:", err)
+	}
 	var ue usageError
+	var ee exitErr
 	switch {
+	case errors.As(err, &ee):
+		os.Exit(int(ee))
 	case errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") || strings.Contains(err.Error(), "arg(s)"):
 		os.Exit(exitUsage)
 	case errors.Is(err, control.ErrAgentDown):
@@ -116,6 +123,11 @@ func statusCmd(g *globals) *cobra.Command {
 				fmt.Fprintf(w, "policy:\tNONE in %s: every connection and statement is denied\n", st.Policy.Dir)
 			} else {
 				fmt.Fprintf(w, "policy:\t%.12s (%d files in %s, loaded %s)\n", st.Policy.Version, len(st.Policy.Files), st.Policy.Dir, st.Policy.Loaded.Format(time.RFC3339))
+			}
+			if st.Audit.Error != "" {
+				fmt.Fprintf(w, "audit:\tFAILING since %s (%d refused): %s\n", st.Audit.Since.Format(time.RFC3339), st.Audit.Refused, st.Audit.Error)
+			} else {
+				fmt.Fprintf(w, "audit:\t%s, %s, seq %d (key %s)\n", st.Audit.Dir, st.Audit.Durability, st.Audit.LastSeq, st.Audit.KeyID)
 			}
 			if st.Policy.LastError != "" {
 				fmt.Fprintf(w, "policy error:\t%s (%s)\n", st.Policy.LastError, st.Policy.LastErrorAt.Format(time.RFC3339))

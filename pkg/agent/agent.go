@@ -6,6 +6,8 @@ package agent
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
@@ -20,6 +22,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/tollgate-dev/tollgate/audit"
 	"github.com/tollgate-dev/tollgate/l7"
 	"github.com/tollgate-dev/tollgate/pkg/bpffs"
 	"github.com/tollgate-dev/tollgate/pkg/certs"
@@ -44,6 +47,7 @@ type Agent struct {
 	resolver  *identity.Resolver
 	inventory *identity.Inventory
 	policy    *policy.Engine
+	journal   *audit.Journal
 	started   time.Time
 
 	state atomic.Pointer[state]
@@ -88,8 +92,22 @@ func New(cfgPath string, log *zap.Logger) (*Agent, error) {
 		sessions: l7.NewTable(0),
 		started:  time.Now(),
 	}
+	// The journal first: everything after, the policy load included, is
+	// evidence.
+	a.journal, err = audit.Open(cfg.Audit.Dir, audit.Options{
+		Durability: audit.Durability(cfg.Audit.Durability),
+		KeyDir:     filepath.Join(cfg.StateDir, "keys"),
+	})
+	if err != nil {
+		return nil, cfg.KeyError("audit.dir", err)
+	}
 	a.policy, err = policy.New(cfg.Policy.Dir, policy.Options{
 		OnReload: func(version string, err error) {
+			rec := map[string]any{"version": version, "dir": cfg.Policy.Dir}
+			if err != nil {
+				rec["error"] = err.Error()
+			}
+			a.journal.Append(context.Background(), audit.TypePolicyLoaded, rec)
 			switch {
 			case err != nil && version != "":
 				log.Error("policy failed to load; the previous policy stays in force", zap.String("policy_version", version), zap.Error(err))
@@ -104,10 +122,12 @@ func New(cfgPath string, log *zap.Logger) (*Agent, error) {
 		OnError: func(error) { log.Warn("policy evaluation failed; the request was denied") },
 	})
 	if err != nil {
+		a.journal.Close()
 		return nil, cfg.KeyError("policy.dir", err)
 	}
 	st, err := a.build(cfg)
 	if err != nil {
+		a.journal.Close()
 		return nil, err
 	}
 	a.state.Store(st)
@@ -133,7 +153,7 @@ func (a *Agent) build(cfg *config.Config) (*state, error) {
 	if err != nil {
 		return nil, err
 	}
-	deps := l7.Deps{Dial: a.dialer(cfg.Proxy.Mark), Log: a.log, ClientTLS: clientTLS, StateDir: cfg.StateDir, Policy: a.policy}
+	deps := l7.Deps{Dial: a.dialer(cfg.Proxy.Mark), Log: a.log, ClientTLS: clientTLS, StateDir: cfg.StateDir, Policy: a.policy, Journal: a.journal}
 	for i := range cfg.Targets {
 		t := &cfg.Targets[i]
 		prefix, port, err := t.Match()
@@ -285,6 +305,10 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	a.journal.Append(ctx, audit.TypeAgentStart, map[string]any{
+		"version": Version, "pid": os.Getpid(), "config": a.cfgPath, "cgroup": cfg.BPF.Cgroup,
+		"policy_version": a.policy.Version(), "adopted_pinned_links": a.redir.Adopted(),
+	})
 	a.log.Info("redirect attached",
 		zap.String(lf.Cgroup, cfg.BPF.Cgroup), zap.String(lf.PinDir, cfg.BPF.PinDir),
 		zap.Bool("adopted", a.redir.Adopted()), zap.Strings(lf.Listen, a.listen))
@@ -327,7 +351,9 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	shutCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	shutErr := ctrl.Shutdown(shutCtx)
-	return errors.Join(runErr, shutErr, <-ctrlErr, a.release(cfg, removeAddr))
+	relErr := a.release(cfg, removeAddr)
+	a.journal.Append(context.Background(), audit.TypeAgentStop, map[string]any{"pid": os.Getpid(), "on_agent_down": cfg.BPF.OnAgentDown})
+	return errors.Join(runErr, shutErr, <-ctrlErr, relErr, a.journal.Close())
 }
 
 // release lets go of the kernel side. Fail-closed keeps the programs
@@ -409,8 +435,17 @@ func (a *Agent) handle(ctx context.Context, c net.Conn) {
 		zap.Uint32(lf.PID, origin.PID), zap.Uint32(lf.UID, origin.UID), zap.Uint64(lf.NetnsCookie, origin.NetnsCookie))
 	a.sessions.Add(s)
 	a.inventory.Seen(s.Workload, t.cfg.Name, s.Start)
+	if _, err := a.journal.Append(ctx, audit.TypeSessionStart, sessionStartRecord(s)); err != nil {
+		// No evidence, no access.
+		s.Log.Warn("session refused: the audit journal cannot be written", zap.Error(err))
+		t.engine.SendError(c, fmt.Errorf("tollgate cannot record this session: %w", err))
+		c.Close()
+		a.sessions.Done(s)
+		return
+	}
 	err = t.engine.Serve(ctx, s, c)
 	a.sessions.Done(s)
+	a.journal.Append(context.Background(), audit.TypeSessionEnd, sessionEndRecord(s, err))
 	denied := s.Denied.Load()
 	a.inventory.Statements(s.Workload.Name, s.Statements.Load()-denied, denied)
 	fields := []zap.Field{zap.Int64(lf.BytesIn, s.BytesIn.Load()), zap.Int64(lf.BytesOut, s.BytesOut.Load()), zap.Duration(lf.Duration, s.End().Sub(s.Start))}
@@ -418,6 +453,36 @@ func (a *Agent) handle(ctx context.Context, c net.Conn) {
 		fields = append(fields, zap.Error(err))
 	}
 	s.Log.Info("session end", fields...)
+}
+
+func sessionStartRecord(s *l7.Session) map[string]any {
+	return map[string]any{
+		"session":  s.ID,
+		"identity": s.Workload,
+		"target":   map[string]any{"name": s.Target.Name, "protocol": s.Target.Protocol, "address": s.Target.Address},
+		"origin": map[string]any{
+			"dst": s.Origin.Dst.String(), "cgroup_id": s.Origin.CgroupID, "pid": s.Origin.PID,
+			"uid": s.Origin.UID, "gid": s.Origin.GID, "netns_cookie": s.Origin.NetnsCookie,
+		},
+	}
+}
+
+func sessionEndRecord(s *l7.Session, err error) map[string]any {
+	rec := map[string]any{
+		"session":     s.ID,
+		"identity":    s.Workload.Name,
+		"target":      s.Target.Name,
+		"attrs":       s.Attrs(),
+		"bytes_in":    s.BytesIn.Load(),
+		"bytes_out":   s.BytesOut.Load(),
+		"statements":  s.Statements.Load(),
+		"denied":      s.Denied.Load(),
+		"duration_us": s.End().Sub(s.Start).Microseconds(),
+	}
+	if err != nil && !errors.Is(err, context.Canceled) {
+		rec["error"] = err.Error()
+	}
+	return rec
 }
 
 // Reload re-reads the config file: targets and identities change for new
@@ -467,6 +532,14 @@ func (a *Agent) Status() control.Status {
 		SessionsOpen: a.sessions.Count(),
 		ConfigLoaded: st.loaded,
 	}
+	js := a.journal.Status()
+	s.Audit = control.AuditStatus{
+		Dir: st.cfg.Audit.Dir, Durability: st.cfg.Audit.Durability, KeyID: audit.KeyID(a.journal.PublicKey()),
+		LastSeq: js.LastSeq, Durable: js.Durable, Since: js.Since, Refused: js.Refused,
+	}
+	if js.Err != nil {
+		s.Audit.Error = js.Err.Error()
+	}
 	ps := a.policy.Status()
 	s.Policy = control.PolicyStatus{Dir: ps.Dir, Version: ps.Version, Loaded: ps.Loaded, Files: ps.Files, LastError: ps.LastError, LastErrorAt: ps.LastErrorAt}
 	for _, t := range st.targets {
@@ -504,6 +577,15 @@ func (a *Agent) Session(id string) (l7.SessionInfo, bool) {
 
 // Identities implements control.Backend.
 func (a *Agent) Identities() []identity.InventoryEntry { return a.inventory.List() }
+
+// AuditPublicKey implements control.Backend.
+func (a *Agent) AuditPublicKey() []byte {
+	der, err := x509.MarshalPKIXPublicKey(a.journal.PublicKey())
+	if err != nil {
+		return nil
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+}
 
 // EvalPolicy implements control.Backend.
 func (a *Agent) EvalPolicy(ctx context.Context, in policy.Input) policy.Decision {

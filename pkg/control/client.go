@@ -77,6 +77,16 @@ func (c *Client) EvalPolicy(ctx context.Context, in json.RawMessage) (policy.Dec
 	return d, c.do(ctx, http.MethodPost, "/v1/policy/eval", in, &d)
 }
 
+// AuditPublicKey fetches the PEM public key that verifies the journal.
+func (c *Client) AuditPublicKey(ctx context.Context) ([]byte, error) {
+	var raw rawBody
+	err := c.do(ctx, http.MethodGet, "/v1/audit/pubkey", nil, &raw)
+	return raw, err
+}
+
+// rawBody takes a reply as it is.
+type rawBody []byte
+
 func (c *Client) get(ctx context.Context, path string, out any) error {
 	return c.do(ctx, http.MethodGet, path, nil, out)
 }
@@ -113,6 +123,10 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 			return fmt.Errorf("%w: %s", ErrBadRequest, ae.Error)
 		}
 		return fmt.Errorf("control: %s: %s", resp.Status, ae.Error)
+	}
+	if raw, ok := out.(*rawBody); ok {
+		*raw = reply
+		return nil
 	}
 	if err := json.Unmarshal(reply, out); err != nil {
 		return fmt.Errorf("control: decode reply: %w", err)

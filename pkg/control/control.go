@@ -40,6 +40,19 @@ type Status struct {
 	Kernel       KernelCounters `json:"kernel"`
 	ConfigLoaded time.Time      `json:"config_loaded"`
 	Policy       PolicyStatus   `json:"policy"`
+	Audit        AuditStatus    `json:"audit"`
+}
+
+// AuditStatus says how the journal is doing.
+type AuditStatus struct {
+	Dir        string    `json:"dir"`
+	Durability string    `json:"durability"`
+	KeyID      string    `json:"key_id"`
+	LastSeq    uint64    `json:"last_seq"`
+	Durable    uint64    `json:"durable_seq"`
+	Error      string    `json:"error,omitempty"`
+	Since      time.Time `json:"failing_since,omitzero"`
+	Refused    uint64    `json:"refused,omitempty"`
 }
 
 // PolicyStatus says which policy is in force and what went wrong last.
@@ -77,6 +90,8 @@ type Backend interface {
 	Identities() []identity.InventoryEntry
 	// EvalPolicy returns the decision the running policy makes on in.
 	EvalPolicy(ctx context.Context, in policy.Input) policy.Decision
+	// AuditPublicKey is the PEM public key that verifies the journal.
+	AuditPublicKey() []byte
 }
 
 // Peer is the process on the other end of a control connection.
@@ -142,6 +157,10 @@ func Listen(path string, gid int, b Backend) (*Server, error) {
 			return
 		}
 		writeJSON(w, http.StatusOK, b.EvalPolicy(r.Context(), in))
+	})
+	mux.HandleFunc("GET /v1/audit/pubkey", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-pem-file")
+		w.Write(b.AuditPublicKey())
 	})
 	mux.HandleFunc("GET /v1/identities", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, b.Identities()) })
 	mux.HandleFunc("GET /v1/sessions/{id}", func(w http.ResponseWriter, r *http.Request) {

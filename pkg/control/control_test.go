@@ -34,6 +34,8 @@ func (f fakeBackend) EvalPolicy(_ context.Context, in policy.Input) policy.Decis
 	return policy.Decision{Allow: in.Request.Kind == "connect", Reason: "kind " + in.Request.Kind}
 }
 
+func (f fakeBackend) AuditPublicKey() []byte { return []byte("-----BEGIN PUBLIC KEY-----\n") }
+
 func serve(t *testing.T, b Backend) (*Server, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "run", "tollctl.sock")
@@ -88,6 +90,9 @@ func TestClientRoundTrip(t *testing.T) {
 	}
 	if _, err := c.EvalPolicy(ctx, []byte(`{"requets": {}}`)); !errors.Is(err, ErrBadRequest) {
 		t.Errorf("EvalPolicy with an unknown key: err = %v; want ErrBadRequest", err)
+	}
+	if pem, err := c.AuditPublicKey(ctx); err != nil || string(pem) != "-----BEGIN PUBLIC KEY-----\n" {
+		t.Errorf("AuditPublicKey = %q, %v", pem, err)
 	}
 	if _, err := c.Session(ctx, "nope"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Session(nope) err = %v; want ErrNotFound", err)
