@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,10 +29,35 @@ type Session struct {
 	// Denied those of them that were denied.
 	Statements, Denied atomic.Int64
 
+	// AuditStart is the sequence number of the session's first audit
+	// record (0 without a journal).
+	AuditStart uint64
+
 	end atomic.Pointer[time.Time]
 
-	mu    sync.Mutex
-	attrs map[string]string
+	mu     sync.Mutex
+	attrs  map[string]string
+	cancel context.CancelCauseFunc
+}
+
+// SetCancel gives the session the function that ends it (Kill calls it).
+func (s *Session) SetCancel(cancel context.CancelCauseFunc) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cancel = cancel
+}
+
+// Kill ends the session with cause; it reports whether the session could
+// be ended (it has a cancel function).
+func (s *Session) Kill(cause error) bool {
+	s.mu.Lock()
+	cancel := s.cancel
+	s.mu.Unlock()
+	if cancel == nil {
+		return false
+	}
+	cancel(cause)
+	return true
 }
 
 // SetAttr records a protocol fact about the session (the PostgreSQL

@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tollgate-dev/tollgate/audit"
 	"github.com/tollgate-dev/tollgate/l7"
 	"github.com/tollgate-dev/tollgate/pkg/control"
 	"github.com/tollgate-dev/tollgate/pkg/identity"
@@ -220,8 +221,118 @@ func sessionsCmd(g *globals) *cobra.Command {
 			return w.Flush()
 		},
 	}
-	cmd.AddCommand(ls, show)
+	var reason string
+	kill := &cobra.Command{
+		Use:   "kill ID [--reason TEXT]",
+		Short: "End a live session: its client gets an error, and the kill is audited with who asked",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, cancel := ctx()
+			defer cancel()
+			if err := g.client().KillSession(c, args[0], reason); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "session %s killed\n", args[0])
+			return nil
+		},
+	}
+	kill.Flags().StringVar(&reason, "reason", "", "why (journaled)")
+
+	watch := &cobra.Command{
+		Use:   "watch ID",
+		Short: "Stream a session's statements as they happen, until it ends (like kubectl logs -f)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return streamSession(cmd, g, args[0], true, 0)
+		},
+	}
+	var speed float64
+	replay := &cobra.Command{
+		Use:   "replay ID [--speed N]",
+		Short: "Show a session's statements again, with their original timing (--speed 0: no waiting)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return streamSession(cmd, g, args[0], false, speed)
+		},
+	}
+	replay.Flags().Float64Var(&speed, "speed", 1, "playback speed; 0 prints without waiting")
+	cmd.AddCommand(ls, show, kill, watch, replay)
 	return cmd
+}
+
+// streamSession prints a session's journal records: one line per decision
+// and per result (or the records as JSON lines with -o json).
+func streamSession(cmd *cobra.Command, g *globals, id string, follow bool, speed float64) error {
+	c := context.Background()
+	out := cmd.OutOrStdout()
+	var last time.Time
+	seen := 0
+	err := g.client().SessionRecords(c, id, follow, func(r audit.Record) error {
+		seen++
+		if !follow && speed > 0 && !last.IsZero() {
+			time.Sleep(time.Duration(float64(r.Time.Sub(last)) / speed))
+		}
+		last = r.Time
+		if g.output == "json" {
+			line, err := r.MarshalJSON()
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(out, "%s\n", line)
+			return err
+		}
+		var d map[string]any
+		json.Unmarshal(r.Data, &d)
+		ts := r.Time.Local().Format("15:04:05.000")
+		switch r.Type {
+		case "session_start":
+			fmt.Fprintf(out, "%s  session %s started: %v -> %v\n", ts, id, nameField(d["identity"]), nameField(d["target"]))
+		case "statement":
+			verdict := "ALLOW"
+			if d["allow"] != true {
+				verdict = "DENY "
+			}
+			text := fmt.Sprint(d["sql"])
+			if d["kind"] == "connect" {
+				text = "(connect)"
+			} else if d["sql"] == nil {
+				text = "(text not recorded)"
+			}
+			fmt.Fprintf(out, "%s  #%d %s %s", ts, r.Seq, verdict, text)
+			if reason, ok := d["reason"].(string); ok && d["allow"] != true {
+				fmt.Fprintf(out, "  -- %s", reason)
+			}
+			fmt.Fprintln(out)
+		case "statement_result":
+			res := fmt.Sprintf("%v rows", d["rows"])
+			if st, ok := d["sqlstate"].(string); ok {
+				res = "SQLSTATE " + st
+			}
+			us, _ := d["duration_us"].(float64)
+			fmt.Fprintf(out, "%s     -> #%v %s in %v\n", ts, d["statement_seq"], res, time.Duration(us)*time.Microsecond)
+		case "control_action":
+			fmt.Fprintf(out, "%s  %v by uid %v: %v\n", ts, d["action"], nameField(d["peer"]), d["reason"])
+		case "session_end":
+			fmt.Fprintf(out, "%s  session ended: %v statements (%v denied), %v/%v bytes\n", ts, d["statements"], d["denied"], d["bytes_in"], d["bytes_out"])
+		}
+		return nil
+	})
+	if err == nil && seen == 0 {
+		return fmt.Errorf("%w: no journal records for session %s", control.ErrNotFound, id)
+	}
+	return err
+}
+
+func nameField(v any) any {
+	if m, ok := v.(map[string]any); ok {
+		if n, ok := m["name"]; ok {
+			return n
+		}
+		if u, ok := m["uid"]; ok {
+			return u
+		}
+	}
+	return v
 }
 
 func identitiesCmd(g *globals) *cobra.Command {

@@ -7,9 +7,11 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -435,7 +437,8 @@ func (a *Agent) handle(ctx context.Context, c net.Conn) {
 		zap.Uint32(lf.PID, origin.PID), zap.Uint32(lf.UID, origin.UID), zap.Uint64(lf.NetnsCookie, origin.NetnsCookie))
 	a.sessions.Add(s)
 	a.inventory.Seen(s.Workload, t.cfg.Name, s.Start)
-	if _, err := a.journal.Append(ctx, audit.TypeSessionStart, sessionStartRecord(s)); err != nil {
+	seq, err := a.journal.Append(ctx, audit.TypeSessionStart, sessionStartRecord(s))
+	if err != nil {
 		// No evidence, no access.
 		s.Log.Warn("session refused: the audit journal cannot be written", zap.Error(err))
 		t.engine.SendError(c, fmt.Errorf("tollgate cannot record this session: %w", err))
@@ -443,7 +446,11 @@ func (a *Agent) handle(ctx context.Context, c net.Conn) {
 		a.sessions.Done(s)
 		return
 	}
-	err = t.engine.Serve(ctx, s, c)
+	s.AuditStart = seq
+	sctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	s.SetCancel(cancel)
+	err = t.engine.Serve(sctx, s, c)
 	a.sessions.Done(s)
 	a.journal.Append(context.Background(), audit.TypeSessionEnd, sessionEndRecord(s, err))
 	denied := s.Denied.Load()
@@ -577,6 +584,84 @@ func (a *Agent) Session(id string) (l7.SessionInfo, bool) {
 
 // Identities implements control.Backend.
 func (a *Agent) Identities() []identity.InventoryEntry { return a.inventory.List() }
+
+// KillSession implements control.Backend: the session ends, its client
+// gets an error, and the kill is journaled with who asked.
+func (a *Agent) KillSession(ctx context.Context, id string, peer control.Peer, reason string) error {
+	s, ok := a.sessions.Get(id)
+	if !ok || !s.End().IsZero() {
+		return fmt.Errorf("%w: no live session %s", control.ErrNotFound, id)
+	}
+	if _, err := a.journal.Append(ctx, audit.TypeControlAction, map[string]any{
+		"action": "kill_session", "session": id, "identity": s.Workload.Name, "target": s.Target.Name,
+		"reason": reason, "peer": peer,
+	}); err != nil {
+		return fmt.Errorf("the kill cannot be journaled, so it is not done: %w", err)
+	}
+	s.Log.Info("session killed from the control API", zap.Uint32("peer_uid", peer.UID))
+	s.Kill(fmt.Errorf("session killed by an operator: %s", reason))
+	return nil
+}
+
+// SessionRecords implements control.Backend: the journal records of one
+// session, from its start; with follow, new ones as they are written until
+// the session's end record.
+func (a *Agent) SessionRecords(ctx context.Context, id string, follow bool, fn func(audit.Record) error) error {
+	var from uint64 = 1
+	if s, ok := a.sessions.Get(id); ok && s.AuditStart > 0 {
+		from = s.AuditStart
+	}
+	mine := func(r audit.Record) bool {
+		var d struct {
+			Session string `json:"session"`
+		}
+		json.Unmarshal(r.Data, &d)
+		return d.Session == id
+	}
+	if follow {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		ch, err := a.journal.Follow(ctx, from)
+		if err != nil {
+			return err
+		}
+		for r := range ch {
+			if !mine(r) {
+				continue
+			}
+			if err := fn(r); err != nil {
+				return err
+			}
+			if r.Type == audit.TypeSessionEnd {
+				return nil
+			}
+		}
+		return ctx.Err()
+	}
+	a.journal.Sync()
+	rd, err := audit.NewReader(a.journal.Dir(), audit.Filter{FromSeq: from})
+	if err != nil {
+		return err
+	}
+	defer rd.Close()
+	for {
+		r, err := rd.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if mine(r) {
+			if err := fn(r); err != nil {
+				return err
+			}
+			if r.Type == audit.TypeSessionEnd {
+				return nil
+			}
+		}
+	}
+}
 
 // AuditPublicKey implements control.Backend.
 func (a *Agent) AuditPublicKey() []byte {

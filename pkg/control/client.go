@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/tollgate-dev/tollgate/audit"
 	"github.com/tollgate-dev/tollgate/l7"
 	"github.com/tollgate-dev/tollgate/pkg/identity"
 	"github.com/tollgate-dev/tollgate/policy"
@@ -82,6 +83,55 @@ func (c *Client) AuditPublicKey(ctx context.Context) ([]byte, error) {
 	var raw rawBody
 	err := c.do(ctx, http.MethodGet, "/v1/audit/pubkey", nil, &raw)
 	return raw, err
+}
+
+// KillSession ends a live session; the agent journals who asked.
+func (c *Client) KillSession(ctx context.Context, id, reason string) error {
+	body, _ := json.Marshal(map[string]string{"reason": reason})
+	var out map[string]string
+	return c.do(ctx, http.MethodPost, "/v1/sessions/"+id+"/kill", body, &out)
+}
+
+// SessionRecords streams the journal records of a session to fn; with
+// follow it keeps streaming as they are written, until the session ends.
+func (c *Client) SessionRecords(ctx context.Context, id string, follow bool, fn func(audit.Record) error) error {
+	path := "/v1/sessions/" + id + "/records"
+	if follow {
+		path += "?follow=1"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://tollgate"+path, nil)
+	if err != nil {
+		return err
+	}
+	hc := *c.hc
+	hc.Timeout = 0 // a watch lasts as long as the session
+	resp, err := hc.Do(req)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			return fmt.Errorf("%w: %s: %v", ErrAgentDown, c.socket, op.Err)
+		}
+		return fmt.Errorf("control: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var ae apiError
+		json.NewDecoder(resp.Body).Decode(&ae)
+		return fmt.Errorf("control: %s: %s", resp.Status, ae.Error)
+	}
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var r audit.Record
+		if err := dec.Decode(&r); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return fmt.Errorf("control: read records: %w", err)
+		}
+		if err := fn(r); err != nil {
+			return err
+		}
+	}
 }
 
 // rawBody takes a reply as it is.

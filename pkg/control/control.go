@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tollgate-dev/tollgate/audit"
 	"github.com/tollgate-dev/tollgate/l7"
 	"github.com/tollgate-dev/tollgate/pkg/identity"
 	"github.com/tollgate-dev/tollgate/policy"
@@ -92,6 +93,11 @@ type Backend interface {
 	EvalPolicy(ctx context.Context, in policy.Input) policy.Decision
 	// AuditPublicKey is the PEM public key that verifies the journal.
 	AuditPublicKey() []byte
+	// KillSession ends a live session on behalf of peer.
+	KillSession(ctx context.Context, id string, peer Peer, reason string) error
+	// SessionRecords hands fn the journal records of a session; with
+	// follow, also those written later, until the session ends.
+	SessionRecords(ctx context.Context, id string, follow bool, fn func(audit.Record) error) error
 }
 
 // Peer is the process on the other end of a control connection.
@@ -157,6 +163,42 @@ func Listen(path string, gid int, b Backend) (*Server, error) {
 			return
 		}
 		writeJSON(w, http.StatusOK, b.EvalPolicy(r.Context(), in))
+	})
+	mux.HandleFunc("POST /v1/sessions/{id}/kill", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Reason string `json:"reason"`
+		}
+		json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req)
+		peer, _ := PeerFrom(r.Context())
+		if err := b.KillSession(r.Context(), r.PathValue("id"), peer, req.Reason); err != nil {
+			code := http.StatusInternalServerError
+			if errors.Is(err, ErrNotFound) {
+				code = http.StatusNotFound
+			}
+			writeError(w, code, err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"killed": r.PathValue("id")})
+	})
+	mux.HandleFunc("GET /v1/sessions/{id}/records", func(w http.ResponseWriter, r *http.Request) {
+		follow := r.URL.Query().Get("follow") == "1"
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		fl, _ := w.(http.Flusher)
+		enc := json.NewEncoder(w)
+		n := 0
+		err := b.SessionRecords(r.Context(), r.PathValue("id"), follow, func(rec audit.Record) error {
+			n++
+			if err := enc.Encode(rec); err != nil {
+				return err
+			}
+			if fl != nil {
+				fl.Flush()
+			}
+			return nil
+		})
+		if err != nil && n == 0 {
+			writeError(w, http.StatusInternalServerError, err.Error())
+		}
 	})
 	mux.HandleFunc("GET /v1/audit/pubkey", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/x-pem-file")

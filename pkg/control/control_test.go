@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/tollgate-dev/tollgate/audit"
 	"github.com/tollgate-dev/tollgate/l7"
 	"github.com/tollgate-dev/tollgate/pkg/identity"
 	"github.com/tollgate-dev/tollgate/policy"
@@ -35,6 +36,22 @@ func (f fakeBackend) EvalPolicy(_ context.Context, in policy.Input) policy.Decis
 }
 
 func (f fakeBackend) AuditPublicKey() []byte { return []byte("-----BEGIN PUBLIC KEY-----\n") }
+
+func (f fakeBackend) KillSession(_ context.Context, id string, _ Peer, _ string) error {
+	if id != "s_1" {
+		return ErrNotFound
+	}
+	return nil
+}
+
+func (f fakeBackend) SessionRecords(_ context.Context, id string, _ bool, fn func(audit.Record) error) error {
+	for i := uint64(1); i <= 3; i++ {
+		if err := fn(audit.Record{Seq: i, Type: "statement", Prev: audit.ZeroHash, Data: []byte(`{"session":"` + id + `"}`)}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 func serve(t *testing.T, b Backend) (*Server, string) {
 	t.Helper()
@@ -93,6 +110,16 @@ func TestClientRoundTrip(t *testing.T) {
 	}
 	if pem, err := c.AuditPublicKey(ctx); err != nil || string(pem) != "-----BEGIN PUBLIC KEY-----\n" {
 		t.Errorf("AuditPublicKey = %q, %v", pem, err)
+	}
+	if err := c.KillSession(ctx, "s_1", "test"); err != nil {
+		t.Errorf("KillSession: %v", err)
+	}
+	if err := c.KillSession(ctx, "nope", "test"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("KillSession(nope): %v; want ErrNotFound", err)
+	}
+	var seqs []uint64
+	if err := c.SessionRecords(ctx, "s_1", true, func(r audit.Record) error { seqs = append(seqs, r.Seq); return nil }); err != nil || len(seqs) != 3 {
+		t.Errorf("SessionRecords = %v, %v", seqs, err)
 	}
 	if _, err := c.Session(ctx, "nope"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Session(nope) err = %v; want ErrNotFound", err)
