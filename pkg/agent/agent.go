@@ -15,7 +15,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -282,7 +284,15 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 
 	// The control socket first: a second agent on the same config stops
 	// here, before touching the kernel side the first one owns.
-	ctrl, err := control.Listen(cfg.ControlSocket, -1, a)
+	gid := -1
+	if cfg.ControlGroup != "" {
+		g, err := user.LookupGroup(cfg.ControlGroup)
+		if err != nil {
+			return cfg.KeyError("control_group", err)
+		}
+		gid, _ = strconv.Atoi(g.Gid)
+	}
+	ctrl, err := control.Listen(cfg.ControlSocket, gid, a)
 	if err != nil {
 		return err
 	}
@@ -324,6 +334,9 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	// The control API stays up while sessions drain.
 	ctrlErr := make(chan error, 1)
 	go func() { ctrlErr <- ctrl.Serve() }()
+	if r := cfg.Audit.Retention; r.MaxAge > 0 || r.MaxBytes > 0 {
+		g.Go(func() error { a.retain(gctx, r); return nil })
+	}
 	g.Go(func() error {
 		if err := a.policy.Watch(gctx); err != nil {
 			a.log.Warn("policy files are not watched; reload with SIGHUP", zap.Error(err))
@@ -460,6 +473,27 @@ func (a *Agent) handle(ctx context.Context, c net.Conn) {
 		fields = append(fields, zap.Error(err))
 	}
 	s.Log.Info("session end", fields...)
+}
+
+// retain applies the retention limits now and every minute. Whole segments
+// go; the journal records (and signs) what was removed.
+func (a *Agent) retain(ctx context.Context, r config.Retention) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		removed, err := a.journal.Prune(r.MaxAge, r.MaxBytes)
+		switch {
+		case err != nil:
+			a.log.Warn("audit retention failed", zap.Error(err))
+		case len(removed) > 0:
+			a.log.Info("audit retention removed old segments", zap.Int("segments", len(removed)))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 func sessionStartRecord(s *l7.Session) map[string]any {

@@ -50,6 +50,9 @@ const (
 type Config struct {
 	// StateDir holds the journal, keys and runtime state. Default /var/lib/tollgate.
 	StateDir string `yaml:"state_dir"`
+	// ControlGroup, when set, is a group whose members may also use the
+	// control socket (mode 0660). Default: root only (0600).
+	ControlGroup string `yaml:"control_group"`
 	// ControlSocket is the unix socket of the control API. Default /run/tollgate/tollctl.sock.
 	ControlSocket string     `yaml:"control_socket"`
 	BPF           BPF        `yaml:"bpf"`
@@ -168,6 +171,30 @@ type Audit struct {
 	Dir string `yaml:"dir"`
 	// Durability is batch (default) or strict.
 	Durability string `yaml:"durability"`
+	// Retention removes whole old segments. Default: keep everything.
+	Retention Retention `yaml:"retention"`
+	// Sinks ship the journal elsewhere as well. Default: none.
+	Sinks []Sink `yaml:"sinks"`
+}
+
+// Retention bounds the journal on disk; removals are themselves journaled
+// and signed, so what remains still verifies.
+type Retention struct {
+	// MaxAge removes segments whose records are all older. 0: no limit.
+	MaxAge time.Duration `yaml:"max_age"`
+	// MaxBytes removes the oldest segments while the journal is larger. 0:
+	// no limit.
+	MaxBytes int64 `yaml:"max_bytes"`
+}
+
+// Sink is a destination the journal is shipped to.
+type Sink struct {
+	// Type is postgres.
+	Type string `yaml:"type"`
+	// DSN is the PostgreSQL connection string (keep secrets in DSNFile).
+	DSN string `yaml:"dsn"`
+	// DSNFile is an absolute path to a file holding the DSN.
+	DSNFile string `yaml:"dsn_file"`
 }
 
 // Load reads the config file at path and returns it parsed, defaulted and

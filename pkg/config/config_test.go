@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -145,7 +146,7 @@ func TestParseFull(t *testing.T) {
 			t.Errorf("targets[%d]:\ngot  %#v\nwant %#v", i, got, want)
 		}
 	}
-	if got, want := c.Audit, (Audit{Dir: "/var/lib/tollgate/audit", Durability: DurabilityBatch}); got != want {
+	if got, want := c.Audit, (Audit{Dir: "/var/lib/tollgate/audit", Durability: DurabilityBatch}); !reflect.DeepEqual(got, want) {
 		t.Errorf("got audit %+v; want %+v", got, want)
 	}
 	if got, want := c.Line("targets[1].tls.ca_file"), 57; got != want {
@@ -666,5 +667,21 @@ func TestClientToken(t *testing.T) {
 	_, err = Parse([]byte("targets:\n  - name: db\n    protocol: postgres\n    address: 127.77.0.5:5432\n    credentials:\n      client_token: {issuer: \"ftp://x\"}\n"), "t.yaml")
 	if err == nil || !strings.Contains(err.Error(), "client_token.issuer") || !strings.Contains(err.Error(), "client_token.audience") {
 		t.Errorf("err = %v; want issuer and audience named", err)
+	}
+}
+
+func TestAuditRetentionAndSinks(t *testing.T) {
+	dsn := filepath.Join(t.TempDir(), "dsn")
+	os.WriteFile(dsn, []byte("postgres://audit@127.0.0.1/audit\n"), 0o600)
+	c, err := Parse([]byte("audit:\n  retention: {max_age: 720h, max_bytes: 1073741824}\n  sinks:\n    - {type: postgres, dsn_file: "+dsn+"}\n"), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Audit.Retention.MaxAge != 720*time.Hour || c.Audit.Retention.MaxBytes != 1<<30 || c.Audit.Sinks[0].DSN != "postgres://audit@127.0.0.1/audit" {
+		t.Errorf("audit = %+v", c.Audit)
+	}
+	_, err = Parse([]byte("audit:\n  sinks:\n    - {type: kafka}\n"), "t.yaml")
+	if err == nil || !strings.Contains(err.Error(), "audit.sinks[0].type") || !strings.Contains(err.Error(), "audit.sinks[0]: needs dsn") {
+		t.Errorf("err = %v", err)
 	}
 }

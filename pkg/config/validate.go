@@ -200,6 +200,32 @@ func (a *Audit) validate(v *checker, key string, skipDir bool) {
 		checkAbs(v, key+".dir", a.Dir)
 	}
 	checkOneOf(v, key+".durability", a.Durability, DurabilityBatch, DurabilityStrict)
+	if a.Retention.MaxAge < 0 {
+		v.errorf(key+".retention.max_age", "is negative")
+	}
+	if a.Retention.MaxBytes < 0 {
+		v.errorf(key+".retention.max_bytes", "is negative")
+	}
+	for i := range a.Sinks {
+		sk := &a.Sinks[i]
+		k := fmt.Sprintf("%s.sinks[%d]", key, i)
+		checkOneOf(v, k+".type", sk.Type, "postgres")
+		switch {
+		case sk.DSN != "" && sk.DSNFile != "":
+			v.errorf(k, "dsn and dsn_file are mutually exclusive: set one")
+		case sk.DSNFile != "":
+			if checkAbs(v, k+".dsn_file", sk.DSNFile) {
+				data, err := os.ReadFile(sk.DSNFile)
+				if err != nil {
+					v.errorf(k+".dsn_file", "%v", err)
+				} else {
+					sk.DSN = strings.TrimSpace(string(data))
+				}
+			}
+		case sk.DSN == "":
+			v.errorf(k, "needs dsn or dsn_file")
+		}
+	}
 }
 
 func (id *Identity) validate(v *checker, key string) {

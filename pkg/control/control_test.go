@@ -154,3 +154,16 @@ func TestPeerCredentials(t *testing.T) {
 		t.Errorf("peer = %+v (found %v); want uid %d pid %d", got, ok, os.Getuid(), os.Getpid())
 	}
 }
+
+func TestSocketGroupMode(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "g.sock")
+	s, err := Listen(path, 0, fakeBackend{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Shutdown(context.Background())
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o660 {
+		t.Errorf("socket with a group: mode %v, %v; want 0660", fi.Mode().Perm(), err)
+	}
+}
