@@ -56,7 +56,7 @@ say "3. The tollgate agent, governing cgroup $cg"
 mkdir "$cgmount$cg"
 sed -e "s#@WORK@#$work#g" -e "s#@CGROUP@#$cg#g" -e "s#@PINS@#$pins#g" \
     -e "s#@PROXYPORT@#$proxyport#g" -e "s#@LINKLOCAL@#$linklocal#g" -e "s#@PGPORT@#$pgport#g" \
-    -e "s#@SECRET@#$work/orders-db.password#g" \
+    -e "s#@SECRET@#$work/orders-db.password#g" -e "s#@POLICY@#$PWD/deploy/demo/policy#g" \
     deploy/demo/tollgate.yaml > "$work/tollgate.yaml"
 cat "$work/tollgate.yaml" | sed 's/^/    /'
 $TG run --config "$work/tollgate.yaml" > "$work/agent.log" 2>&1 &
@@ -66,14 +66,25 @@ $TCTL --socket "$work/tollctl.sock" status
 
 say "4. The legacy script, unchanged, started inside the governed cgroup (it has no password)"
 sed 's/^/    /' deploy/demo/legacy-report.sh
-env -u PGPASSWORD bash -c "echo \$\$ > $cgmount$cg/cgroup.procs && exec deploy/demo/legacy-report.sh"
+env -u PGPASSWORD bash -c "echo \$\$ > $cgmount$cg/cgroup.procs && exec deploy/demo/legacy-report.sh" || true
+echo "(the policy, deploy/demo/policy/demo.rego, lets this identity read and nothing else)"
 
 say "5. What tollgate saw"
 $TCTL --socket "$work/tollctl.sock" sessions ls
-id=$($TCTL --socket "$work/tollctl.sock" sessions ls -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
-$TCTL --socket "$work/tollctl.sock" sessions show "$id"
+ids=$($TCTL --socket "$work/tollctl.sock" sessions ls -o json | python3 -c 'import json,sys; print(" ".join(s["id"] for s in json.load(sys.stdin)))')
+$TCTL --socket "$work/tollctl.sock" sessions show "${ids%% *}"
+$TCTL --socket "$work/tollctl.sock" identities ls
 
-say "6. Agent log"
+say "6. The sessions, replayed from the audit journal"
+for id in $ids; do $TCTL --socket "$work/tollctl.sock" sessions replay "$id" --speed 0; done
+$TCTL --socket "$work/tollctl.sock" audit pubkey > "$work/audit.pub"
+
+say "7. Agent log"
 sed 's/^/    /' "$work/agent.log"
 
-say "7. Cleaning up: agent stopped, pins, cgroup and database removed"
+say "8. The agent stops; an auditor verifies the journal offline with the public key alone"
+kill -TERM "$agent_pid" && wait "$agent_pid" || true
+agent_pid=""
+$TCTL audit verify --dir "$work/state/audit" --pubkey "$work/audit.pub"
+
+say "9. Cleaning up: pins, cgroup and database removed"

@@ -4,3 +4,5 @@
 psql -X -h 127.77.0.5 -p 5432 -U report -d orders \
   -c "SELECT current_user AS logged_in_as, inet_server_addr() AS server;" \
   -c "SELECT id, name, email FROM customers ORDER BY id;"
+# ...and, as legacy scripts do, it also tidies up after itself.
+psql -X -h 127.77.0.5 -p 5432 -U report -d orders -c "DELETE FROM customers WHERE id = 2;"

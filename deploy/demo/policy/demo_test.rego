@@ -1,0 +1,17 @@
+package tollgate_test
+
+import rego.v1
+
+import data.tollgate
+
+known := {"name": "legacy-report", "known": true}
+
+test_read_allowed if tollgate.decision.allow with input as {"identity": known, "request": {"kind": "statement", "read_only": true, "commands": ["SELECT"]}}
+
+test_write_denied if {
+	d := tollgate.decision with input as {"identity": known, "request": {"kind": "statement", "read_only": false, "commands": ["DELETE"]}}
+	not d.allow
+	contains(d.reason, "read-only")
+}
+
+test_unknown_denied if not tollgate.decision.allow with input as {"identity": {"name": "x", "known": false}, "request": {"kind": "connect"}}
