@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tollgate-dev/tollgate/pkg/control"
 )
 
 const pgBin = "/usr/lib/postgresql/15/bin"
@@ -70,6 +72,26 @@ func runPG(seconds int) error {
 	if err := pgbench(g, work, paths[0].host, paths[0].port, password, "-i", "-s", "10", "-q"); err != nil {
 		return err
 	}
+	// The example policy (deploy/policies) against allow-all, on the same agent.
+	policyTPS := map[string][2]float64{}
+	for _, mode := range []string{"simple", "prepared"} {
+		var r [2]float64
+		for i, file := range []string{"", "deploy/policies/tollgate.rego"} {
+			if err := g.setPolicy(file); err != nil {
+				return err
+			}
+			tps, err := pgbenchTPS(g, work, paths[2].host, paths[2].port, password, mode, 8, seconds/2)
+			if err != nil {
+				return fmt.Errorf("policy comparison: %w", err)
+			}
+			r[i] = tps
+		}
+		policyTPS[mode] = r
+	}
+	if err := g.setPolicy(""); err != nil {
+		return err
+	}
+
 	fmt.Printf("\npgbench -S (select-only), scale 10, %ds per run, PostgreSQL 15, %s\n", seconds, time.Now().Format(time.RFC3339))
 	fmt.Printf("%-10s %-9s %12s %12s %12s %12s\n", "mode", "path", "TPS c=8", "p50 c=1", "p99 c=1", "TPS vs direct")
 	for _, mode := range []string{"simple", "prepared"} {
@@ -101,6 +123,8 @@ func runPG(seconds int) error {
 		}
 		fmt.Printf("%-10s tollgate/pgbouncer TPS %.2fx; tollgate adds %v p50 over direct at 1 client\n",
 			mode, res["tollgate"].tps/res["pgbouncer"].tps, res["tollgate"].p50-res["direct"].p50)
+		pt := policyTPS[mode]
+		fmt.Printf("%-10s example policy vs allow-all: %.0f vs %.0f TPS, %.2fx\n", mode, pt[1], pt[0], pt[1]/pt[0])
 	}
 	return nil
 }
@@ -280,4 +304,45 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// setPolicy puts the Rego file at path (or an allow-all policy when path is
+// empty) in force on the running agent and waits until it is loaded.
+func (g *governed) setPolicy(path string) error {
+	rego := []byte("package tollgate\n\ndecision := {\"allow\": true, \"cache\": true}\n")
+	if path != "" {
+		var err error
+		if rego, err = os.ReadFile(path); err != nil {
+			return err
+		}
+	}
+	dst := filepath.Join(g.work, "policy", "allow.rego")
+	if cur, err := os.ReadFile(dst); err == nil && string(cur) == string(rego) {
+		return nil
+	}
+	cc := control.NewClient(filepath.Join(g.work, "ctl.sock"))
+	ctx, cancel := contextWithTimeout(10 * time.Second)
+	defer cancel()
+	before, err := cc.Status(ctx)
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(g.work, "policy.tmp")
+	os.WriteFile(tmp, rego, 0o644)
+	if err := os.Rename(tmp, dst); err != nil {
+		return err
+	}
+	for {
+		st, err := cc.Status(ctx)
+		if err != nil {
+			return err
+		}
+		if st.Policy.Version != before.Policy.Version {
+			if st.Policy.LastError != "" {
+				return fmt.Errorf("policy %s: %s", path, st.Policy.LastError)
+			}
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
