@@ -23,8 +23,10 @@ func TestAnalyzerCaches(t *testing.T) {
 	if &first[0] != &second[0] {
 		t.Error("second Analyze of the same text did not return the cached result")
 	}
-	if got, want := a.Stats(), (CacheStats{Entries: 1, Bytes: a.Stats().Bytes, Hits: 1, Misses: 1}); got != want || got.Bytes <= len(sql) {
-		t.Errorf("Stats = %+v, want %+v with Bytes > %d", got, want, len(sql))
+	s := a.Stats()
+	want := CacheStats{Entries: 1, Bytes: s.Bytes, Hits: 1, Misses: 1, LiteralEntries: 1, LiteralBytes: s.LiteralBytes}
+	if s != want || s.Bytes <= len(sql) || s.LiteralBytes <= len(sql) {
+		t.Errorf("Stats = %+v, want %+v with Bytes and LiteralBytes > %d", s, want, len(sql))
 	}
 	direct, _ := Analyze(sql)
 	if !reflect.DeepEqual(first, direct) {
@@ -54,26 +56,31 @@ func TestAnalyzerCachesSyntaxErrors(t *testing.T) {
 	}
 }
 
+// cached reports whether the cache of exact texts holds sql.
+func (a *Analyzer) cached(sql string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, ok := a.exact.byKey[sql]
+	return ok
+}
+
 func TestAnalyzerEvicts(t *testing.T) {
 	a := NewAnalyzer(Limits{}, 3)
 	for i := range 5 {
-		if _, err := a.Analyze(fmt.Sprintf("SELECT %d", i)); err != nil {
+		if _, err := a.Analyze(fmt.Sprintf("SELECT c%d", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	a.Analyze("SELECT 2") // most recently used now: SELECT 2, SELECT 4, SELECT 3
-	a.Analyze("SELECT 5") // evicts SELECT 3
+	a.Analyze("SELECT c2") // most recently used now: c2, c4, c3
+	a.Analyze("SELECT c5") // evicts c3
 	if s := a.Stats(); s.Entries != 3 || s.Hits != 1 {
 		t.Fatalf("Stats = %+v, want 3 entries and 1 hit", s)
 	}
 	for _, tt := range []struct {
 		sql    string
 		cached bool
-	}{{"SELECT 2", true}, {"SELECT 4", true}, {"SELECT 5", true}, {"SELECT 3", false}, {"SELECT 0", false}} {
-		a.mu.Lock()
-		_, cached := a.byText[tt.sql]
-		a.mu.Unlock()
-		if cached != tt.cached {
+	}{{"SELECT c2", true}, {"SELECT c4", true}, {"SELECT c5", true}, {"SELECT c3", false}, {"SELECT c0", false}} {
+		if cached := a.cached(tt.sql); cached != tt.cached {
 			t.Errorf("%q cached = %v, want %v", tt.sql, cached, tt.cached)
 		}
 	}
@@ -81,23 +88,20 @@ func TestAnalyzerEvicts(t *testing.T) {
 
 func TestAnalyzerBoundsBytes(t *testing.T) {
 	a := NewAnalyzer(Limits{}, 4) // 4 entries, 16 KiB
-	big := "SELECT '" + strings.Repeat("x", 6<<10) + "'"
+	big := "SELECT " + strings.Repeat("x", 6<<10)
 	for i := range 4 {
-		if _, err := a.Analyze(fmt.Sprintf("%s, %d", big, i)); err != nil {
+		if _, err := a.Analyze(fmt.Sprintf("%s, c%d", big, i)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if s := a.Stats(); s.Bytes > 4*CacheEntryBytes || s.Entries > 2 {
 		t.Errorf("Stats = %+v: want at most %d bytes, so at most 2 of the 6 KiB texts", s, 4*CacheEntryBytes)
 	}
-	huge := "SELECT '" + strings.Repeat("x", 20<<10) + "'"
+	huge := "SELECT " + strings.Repeat("x", 20<<10)
 	if _, err := a.Analyze(huge); err != nil {
 		t.Fatal(err)
 	}
-	a.mu.Lock()
-	_, cached := a.byText[huge]
-	a.mu.Unlock()
-	if cached {
+	if a.cached(huge) {
 		t.Error("a text bigger than the whole budget was cached")
 	}
 }
@@ -147,7 +151,7 @@ func TestAnalyzerConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 	s := a.Stats()
-	if s.Entries > 8 || s.Hits+s.Misses != 8*200*2 {
+	if s.Entries > 8 || s.LiteralEntries > 8 || s.Hits+s.LiteralHits+s.Misses != 8*200*2 {
 		t.Errorf("Stats = %+v", s)
 	}
 }

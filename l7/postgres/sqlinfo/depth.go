@@ -266,7 +266,7 @@ func estimateDepth(sql string, max int) int {
 		case tokPunct:
 			switch text[0] {
 			case '(', '[':
-				e.push(false)
+				e.levels = e.push(false)
 			case ')', ']':
 				// A CASE left open inside brackets is a syntax error; close
 				// it with them.
@@ -290,7 +290,7 @@ func estimateDepth(sql string, max int) int {
 			}
 			switch keyword(text) {
 			case kwCase:
-				e.push(true)
+				e.levels = e.push(true)
 			case kwEnd:
 				if e.top().isCase {
 					e.pop()
@@ -342,9 +342,12 @@ func (e *estimator) reset() {
 	top.chain = 0
 }
 
-func (e *estimator) push(isCase bool) {
-	e.levels = append(e.levels, level{isCase: isCase})
+// push opens a level and returns the levels, for the caller to assign:
+// assigning them through e would move estimateDepth's stack array to the
+// heap.
+func (e *estimator) push(isCase bool) []level {
 	e.cur++
+	return append(e.levels, level{isCase: isCase})
 }
 
 func (e *estimator) pop() {

@@ -123,6 +123,24 @@
 // function is not called by CREATE TRIGGER. DO blocks and function bodies
 // given as strings are opaque.
 //
+// # Caches
+//
+// An Analyzer keeps two caches. One is keyed by the exact text. The other is
+// keyed by the text with every constant literal (numbers, '...', E'...',
+// $$...$$, B'...', X'...', U&'...') and comment replaced by a placeholder of
+// its kind, and holds the facts of a statement analyzed before: a text that
+// differs from it only in constants and comments, such as pgbench -S's
+// "SELECT abalance FROM pgbench_accounts WHERE aid = 81234;" with another aid
+// each time, is answered without being parsed. The result is exactly what
+// Analyze returns (SQL is cut from the new text), because such texts parse
+// to the same tree but for the values of constants, which no fact depends on
+// (fingerprints ignore them by design). Texts the placeholder scan is not
+// sure PostgreSQL's scanner reads alike, texts of more than one statement,
+// and statements in which a literal is not just a constant's value (COPY ...
+// TO 'file', EXPLAIN (ANALYZE 'off'), float(53), FETCH 5, a function body,
+// a negative number) are left to the cache of exact texts; literal.go has
+// the details.
+//
 // # Assumptions
 //
 // The text is UTF-8 (ErrEncoding otherwise): the engine converts from another

@@ -186,30 +186,41 @@ func analyze(sql string, l Limits) ([]Statement, error) {
 	if err := check(sql, l); err != nil {
 		return nil, err
 	}
+	stmts, _, _, err := parse(sql, false)
+	return stmts, err
+}
+
+// parse is analyze after the caps. It also returns the parse tree and, if
+// collect is set and the text holds one statement, the constants the walk of
+// that statement visited (see describeConsts).
+func parse(sql string, collect bool) ([]Statement, *pg_query.ParseResult, []constAt, error) {
 	tree, err := pg_query.Parse(sql)
 	if err != nil {
 		var pe *parser.Error
 		if errors.As(err, &pe) {
-			return nil, &SyntaxError{Message: pe.Message, Position: pe.Cursorpos}
+			return nil, nil, nil, &SyntaxError{Message: pe.Message, Position: pe.Cursorpos}
 		}
-		return nil, fmt.Errorf("sqlinfo: parse: %w", err)
+		return nil, nil, nil, fmt.Errorf("sqlinfo: parse: %w", err)
 	}
+	collect = collect && len(tree.Stmts) == 1
+	var consts []constAt
 	out := make([]Statement, 0, len(tree.Stmts))
 	for i, raw := range tree.Stmts {
 		text, err := stmtText(sql, raw)
 		if err != nil {
-			return nil, fmt.Errorf("sqlinfo: statement %d: %w", i+1, err)
+			return nil, nil, nil, fmt.Errorf("sqlinfo: statement %d: %w", i+1, err)
 		}
 		fp, err := pg_query.Fingerprint(text)
 		if err != nil {
-			return nil, fmt.Errorf("sqlinfo: fingerprint statement %d: %w", i+1, err)
+			return nil, nil, nil, fmt.Errorf("sqlinfo: fingerprint statement %d: %w", i+1, err)
 		}
-		st := describe(raw.Stmt)
+		var st Statement
+		st, consts = describeConsts(raw.Stmt, collect)
 		st.SQL = text
 		st.Fingerprint = fp
 		out = append(out, st)
 	}
-	return out[:len(out):len(out)], nil
+	return out[:len(out):len(out)], tree, consts, nil
 }
 
 // stmtText cuts one statement's text out of sql by the parser's byte

@@ -67,12 +67,30 @@ type walker struct {
 	writes bool // a data-modifying statement runs (DML, also in WITH; SELECT INTO)
 	locks  bool // rows are locked (FOR UPDATE/SHARE)
 	impure bool // a function outside pureFunctions is called
+
+	collect bool      // record the constants visited in consts
+	consts  []constAt // for the literal cache; no fact depends on them
+}
+
+// constAt is an A_Const the walk visited: its offset in the text and the
+// class of its value (see holeClass).
+type constAt struct {
+	location int32
+	class    byte
 }
 
 // describe derives a Statement's facts (all but SQL and Fingerprint) from
 // its parse tree.
 func describe(stmt *pg_query.Node) Statement {
-	w := walker{}
+	st, _ := describeConsts(stmt, false)
+	return st
+}
+
+// describeConsts is describe that, if collect is set, also returns the
+// A_Const nodes with a value it visited (not necessarily all of the tree's:
+// it does not descend into every sub-tree).
+func describeConsts(stmt *pg_query.Node, collect bool) (Statement, []constAt) {
+	w := walker{collect: collect}
 	w.command(commandTag(stmt))
 	w.visit(stmt.ProtoReflect(), frame{access: topAccess(stmt)})
 	st := Statement{
@@ -92,7 +110,7 @@ func describe(stmt *pg_query.Node) Statement {
 	st.Commands = st.Commands[:len(st.Commands):len(st.Commands)]
 	st.Tables = st.Tables[:len(st.Tables):len(st.Tables)]
 	st.Functions = st.Functions[:len(st.Functions):len(st.Functions)]
-	return st
+	return st, w.consts
 }
 
 // topAccess is how a statement uses the relations it names when no node
@@ -127,6 +145,14 @@ func (w *walker) visit(m protoreflect.Message, f frame) {
 		return
 	case *pg_query.RangeVar:
 		w.read(n, f)
+		return
+	case *pg_query.A_Const:
+		// A constant decides no fact; it is only noted for the literal
+		// cache. (Its value nodes, Integer, String and the like, hold nothing
+		// the walk looks for.)
+		if class := constClass(n); w.collect && class != classComment {
+			w.consts = append(w.consts, constAt{location: n.GetLocation(), class: class})
+		}
 		return
 	case *pg_query.FuncCall:
 		w.call(n)
