@@ -32,7 +32,7 @@ func TestRegistered(t *testing.T) {
 		{"no port", config.Target{Upstream: "127.0.0.1"}, l7.Deps{Dial: dialer}, false},
 		{"bad port", config.Target{Upstream: "127.0.0.1:99999"}, l7.Deps{Dial: dialer}, false},
 		{"no dialer", config.Target{Upstream: "127.0.0.1:5432"}, l7.Deps{}, false},
-		{"passthrough", config.Target{Upstream: "127.0.0.1:5432", Credentials: config.Credentials{Passthrough: true}}, l7.Deps{Dial: dialer}, false},
+		{"passthrough", config.Target{Upstream: "127.0.0.1:5432", Credentials: config.Credentials{Passthrough: true}}, l7.Deps{Dial: dialer}, true},
 		{"missing ca file", config.Target{Upstream: "127.0.0.1:5432", TLS: config.TLS{Mode: config.TLSRequire, CAFile: "/nonexistent/ca.pem"}}, l7.Deps{Dial: dialer}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -24,6 +24,30 @@
 //	C ──CancelRequest(minted key), on a new connection──► P ──CancelRequest(upstream key)──► U
 //	C ──Terminate───────► P ──Terminate──► U   both closed
 //
+// pgconn logs in with the target's password only to a server that asks for
+// it by SCRAM-SHA-256 or md5 (require_auth): a server that asks for it in
+// clear text, or lets the login in without asking (trust), is refused with
+// FATAL 28000 before the password leaves (ErrAuthDowngrade).
+//
+// # Passthrough
+//
+// With "credentials: passthrough" the client logs in with its own
+// credentials, relayed:
+//
+//	C ──StartupMessage──► P ──StartupMessage (as sent, 3.0)──► U   after Decider(connect); TLS per target
+//	C ◄──AuthenticationSASL (less -PLUS)── P ◄──AuthenticationSASL── U
+//	C ──SASLInitialResponse─────────────► P ─────────────────────► U   unchanged, as every message
+//	C ◄──SASLContinue / ──► SASLResponse ◄► P ◄────────────────────► U   (md5, cleartext alike)
+//	C ◄──SASLFinal, AuthenticationOk──── P ◄──────────────────────── U   or the server's ErrorResponse
+//	C ◄──ParameterStatus*, BackendKeyData (minted), ReadyForQuery── P ◄── U
+//
+// SCRAM channel binding cannot pass: the client's TLS channel ends at the
+// proxy. SCRAM-SHA-256-PLUS is struck from the mechanisms offered; libpq
+// and pgx in plain text to the proxy then use SCRAM-SHA-256. A client over
+// TLS to the proxy that would bind its channel (channel_binding=prefer
+// sends the gs2 flag 'y', which a TLS server takes for a downgrade attack)
+// is refused with a hint to connect with channel_binding=disable.
+//
 // # Denials
 //
 // A denied statement is never sent; in its place the proxy sends a statement
@@ -42,6 +66,13 @@
 // Describe) and the result format codes of each portal (from Bind): pgx 5.9
 // and later execute cached statements with no RowDescription on the wire, and
 // a RowHook still needs to know what each column is.
+//
+// # Idle sessions
+//
+// WithIdleTimeout ends a session whose client sent nothing for the timeout
+// while no request of its was outstanding: FATAL 57P05 (25P03 inside a
+// transaction block), as PostgreSQL's own idle timeouts do, and Terminate
+// to the upstream.
 //
 // # Buffering
 //

@@ -60,6 +60,13 @@ func startProxy(t testing.TB, srv *pgtest.Server, tgt *config.Target, opts ...po
 // startProxyCtx is startProxy with sessions served under parent.
 func startProxyCtx(t testing.TB, parent context.Context, srv *pgtest.Server, tgt *config.Target, opts ...postgres.Option) *proxy {
 	t.Helper()
+	return startProxyDial(t, parent, srv, tgt, (&net.Dialer{}).DialContext, opts...)
+}
+
+// startProxyDial is startProxyCtx with upstream connections opened by dial.
+func startProxyDial(t testing.TB, parent context.Context, srv *pgtest.Server, tgt *config.Target,
+	dial func(ctx context.Context, network, address string) (net.Conn, error), opts ...postgres.Option) *proxy {
+	t.Helper()
 	if tgt == nil {
 		tgt = target(srv)
 	}
@@ -67,7 +74,7 @@ func startProxyCtx(t testing.TB, parent context.Context, srv *pgtest.Server, tgt
 	if _, ok := t.(*testing.T); ok && testing.Verbose() {
 		log = zaptest.NewLogger(t)
 	}
-	eng, err := postgres.New(tgt, l7.Deps{Dial: (&net.Dialer{}).DialContext, Log: log}, opts...)
+	eng, err := postgres.New(tgt, l7.Deps{Dial: dial, Log: log}, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,6 +190,11 @@ func run(t testing.TB, name string, args ...string) string {
 	cmd := exec.CommandContext(ctx, tool(t, name), args...)
 	cmd.Env = append(os.Environ(), "PGCONNECT_TIMEOUT=10", "PGAPPNAME=tollgate-test")
 	out, err := cmd.CombinedOutput()
+	if err != nil && ctx.Err() != nil {
+		// A hang: what the engine was doing tells a deadlock from a slow
+		// machine.
+		t.Fatalf("%s %s: %v\n%s\nengine goroutines:\n%s", name, strings.Join(args, " "), err, out, engineStacks())
+	}
 	if err != nil {
 		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 	}

@@ -54,6 +54,9 @@ type Decision struct {
 	Mask          []policy.MaskRule
 	Record        string
 	PolicyVersion string
+	// AuditSeq is the sequence number of the decision's audit record (0
+	// when no journal is kept).
+	AuditSeq uint64
 }
 
 // Decider decides whether a request may go to the upstream. Decide is called

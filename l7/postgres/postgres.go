@@ -37,10 +37,16 @@ const (
 
 func init() {
 	l7.Register(Protocol, func(t *config.Target, d l7.Deps) (l7.Engine, error) {
-		if d.Policy == nil {
-			return New(t, d)
+		var opts []Option
+		var dec Decider = AllowAll
+		if d.Policy != nil {
+			dec = PolicyDecider{Policy: d.Policy, Analyzer: sharedAnalyzer()}
 		}
-		return New(t, d, WithDecider(PolicyDecider{Policy: d.Policy, Analyzer: sharedAnalyzer()}))
+		if d.Journal != nil {
+			dec = journalingDecider{next: dec, journal: d.Journal}
+			opts = append(opts, WithRecorder(auditRecorder{journal: d.Journal}))
+		}
+		return New(t, d, append(opts, WithDecider(dec))...)
 	})
 }
 
@@ -70,6 +76,15 @@ func WithStartupTimeout(d time.Duration) Option { return func(e *engine) { e.sta
 // bytes. Default: DefaultMaxMessageSize.
 func WithMaxMessageSize(n int) Option { return func(e *engine) { e.maxMessage = n } }
 
+// WithIdleTimeout ends a session whose client has sent nothing for d while
+// nothing it asked for is still running: the client is told FATAL 57P05
+// "terminating connection due to idle-session timeout" (25P03, "...
+// idle-in-transaction timeout", inside a transaction block), the upstream
+// is sent Terminate, and Serve returns an error that wraps ErrIdleTimeout.
+// A session waiting for a result, a COPY or a decision is not idle.
+// Default: 0, sessions may idle forever.
+func WithIdleTimeout(d time.Duration) Option { return func(e *engine) { e.idleTimeout = d } }
+
 // WithClientTLS makes the engine accept TLS from clients (SSLRequest answered
 // 'S', and PostgreSQL 17 direct TLS with ALPN "postgresql") with cfg.
 // Default: nil, every SSLRequest is answered 'N' and direct TLS is refused.
@@ -89,13 +104,15 @@ type engine struct {
 	startupTimeout time.Duration
 	maxMessage     int
 	clientTLS      *tls.Config
+	idleTimeout    time.Duration
 }
 
 var _ l7.Engine = (*engine)(nil)
 
 // New builds the PostgreSQL engine for target t. It logs in to t.Upstream
 // (or t.Address when Upstream is empty; host:port) with t.Credentials over
-// TLS as t.TLS says.
+// TLS as t.TLS says; with passthrough credentials, the client's own
+// StartupMessage and authentication are relayed to the upstream instead.
 func New(t *config.Target, d l7.Deps, opts ...Option) (l7.Engine, error) {
 	up := t.Upstream
 	if up == "" {
@@ -116,9 +133,6 @@ func New(t *config.Target, d l7.Deps, opts ...Option) (l7.Engine, error) {
 	}
 	if d.Dial == nil {
 		return nil, fmt.Errorf("target %q: %w", t.Name, errNoDial)
-	}
-	if t.Credentials.Passthrough {
-		return nil, fmt.Errorf("target %q: %w", t.Name, ErrPassthrough)
 	}
 	upTLS, err := upstreamTLS(t.TLS, host)
 	if err != nil {
@@ -147,16 +161,13 @@ func New(t *config.Target, d l7.Deps, opts ...Option) (l7.Engine, error) {
 
 var errNoDial = errors.New("no upstream dialer")
 
-// ErrPassthrough is returned by New for a target with "credentials:
-// passthrough": the engine injects credentials and does not relay the
-// client's own authentication yet.
-var ErrPassthrough = errors.New("postgres engine: credentials passthrough is not supported yet")
-
 // Serve runs the PostgreSQL session on client: the startup (SSLRequest,
-// cancel requests), the upstream login with the target's credentials, then
-// the relay with a decision before each statement. It closes client and the
-// upstream connection before it returns. A cancel request is served and
-// returns nil; a session that ends with the client's Terminate returns nil.
+// cancel requests), the upstream login (with the target's credentials, or
+// the client's own relayed for passthrough), then the relay with a decision
+// before each statement. It closes client and the upstream connection
+// before it returns. A cancel request is served and returns nil; so does a
+// session that ends with the client's Terminate, and a passthrough login
+// the client gave up (psql asking for a password, then dialling again).
 func (e *engine) Serve(ctx context.Context, s *l7.Session, client net.Conn) error {
 	defer client.Close()
 	log := s.Log
@@ -184,26 +195,26 @@ func (e *engine) Serve(ctx context.Context, s *l7.Session, client net.Conn) erro
 	sessions.Store(s.ID, state)
 	defer sessions.Delete(s.ID)
 
-	hj, err := e.connectUpstream(ctx, st)
+	var up *upstreamConn
+	if e.target.Credentials.Passthrough {
+		up, err = e.passthroughLogin(ctx, st, state)
+	} else {
+		up, err = e.injectedLogin(ctx, st)
+	}
+	if up != nil {
+		defer up.conn.Close()
+		defer forgetCancel(up.key)
+	}
+	if errors.Is(err, errClientGaveUp) {
+		log.Debug("client left during the upstream login", fieldError(err))
+		return nil
+	}
 	if err != nil {
-		st.conn.SetWriteDeadline(time.Now().Add(finalWriteTimeout))
-		writeMessages(st.conn, upstreamErrorResponse(e.target.Name, err))
 		return fmt.Errorf("upstream login: %w", err)
 	}
-	up := hj.Conn
-	defer up.Close()
-	state.setUpstreamPID(hj.PID)
-	log.Debug("upstream logged in", zap.Stringer(logfields.Peer, up.RemoteAddr()))
+	state.setUpstreamPID(up.pid)
+	log.Debug("upstream logged in", zap.Stringer(logfields.Peer, up.conn.RemoteAddr()))
 
-	key := registerCancel(&cancelTarget{
-		dial: e.dial, addr: up.RemoteAddr().String(), pid: hj.PID,
-		secret: append([]byte(nil), hj.SecretKey...), tls: hj.TLSConfig,
-	})
-	defer forgetCancel(key)
-
-	if err := e.greet(st, hj, key); err != nil {
-		return fmt.Errorf("greet client: %w", err)
-	}
 	if !stopWatch() {
 		return fmt.Errorf("session startup: %w", context.Cause(ctx))
 	}
@@ -211,7 +222,7 @@ func (e *engine) Serve(ctx context.Context, s *l7.Session, client net.Conn) erro
 
 	facts := state.snapshot()
 	e.recorder.SessionStart(s, facts)
-	r := newRelay(e, s, state, st, hj)
+	r := newRelay(e, s, state, st, up)
 	err = r.run(ctx)
 	e.recorder.SessionEnd(s, state.snapshot(), err)
 	return err

@@ -11,9 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/tollgate-dev/tollgate/l7"
@@ -39,6 +39,12 @@ type relay struct {
 
 	mu    sync.Mutex
 	queue []*request // sent upstream, awaiting responses, in order
+
+	drained time.Time // when the queue was last emptied (with idle timeout); under mu
+
+	txStatus atomic.Uint32         // of the last ReadyForQuery: 'I', 'T' or 'E'
+	ended    atomic.Pointer[error] // why the client loop sent Terminate upstream
+	clientIn *flushReader          // reads the client, and keeps when it last did
 
 	// The server loop's.
 	stmts     map[string]*stmtInfo   // prepared statements by name
@@ -82,18 +88,20 @@ type portalInfo struct {
 	fields  []pgproto3.FieldDescription // from a Describe of the portal (formats applied by the server)
 }
 
-func newRelay(e *engine, s *l7.Session, state *sessionState, st *clientStartup, hj *pgconn.HijackedConn) *relay {
+func newRelay(e *engine, s *l7.Session, state *sessionState, st *clientStartup, up *upstreamConn) *relay {
 	r := &relay{
 		e: e, s: s, state: state,
-		client: st.conn, up: hj.Conn,
+		client: st.conn, up: up.conn,
 		stmts:   map[string]*stmtInfo{},
 		portals: map[string]*portalInfo{},
 	}
-	r.uw = &msgWriter{w: hj.Conn, n: &s.BytesIn}
+	r.txStatus.Store(uint32(up.txStatus))
+	r.uw = &msgWriter{w: up.conn, n: &s.BytesIn}
 	r.cw = &msgWriter{w: st.conn, n: &s.BytesOut}
-	r.cr = pgproto3.NewBackend(&flushReader{r: st.r, w: r.uw}, io.Discard)
+	r.clientIn = &flushReader{r: st.r, w: r.uw, stamp: e.idleTimeout > 0}
+	r.cr = pgproto3.NewBackend(r.clientIn, io.Discard)
 	r.cr.SetMaxBodyLen(e.maxMessage)
-	r.ur = pgproto3.NewFrontend(&flushReader{r: hj.Conn, w: r.cw}, io.Discard)
+	r.ur = pgproto3.NewFrontend(&flushReader{r: up.conn, w: r.cw}, io.Discard)
 	return r
 }
 
@@ -149,6 +157,9 @@ func (r *relay) run(ctx context.Context) error {
 	for ; pending > 0; pending-- {
 		<-results
 	}
+	if why := r.ended.Load(); why != nil {
+		first = *why
+	}
 
 	var fe *fatalError
 	if errors.As(first, &fe) && !r.lastFatal {
@@ -163,12 +174,39 @@ func (r *relay) run(ctx context.Context) error {
 	return first
 }
 
+// ErrIdleTimeout is why a session ended by WithIdleTimeout ended.
+var ErrIdleTimeout = errors.New("idle timeout")
+
 // clientLoop relays the client's messages upstream until the client ends
 // the session or a read or write fails.
 func (r *relay) clientLoop() error {
+	idle := r.e.idleTimeout
+	if idle > 0 {
+		r.clientIn.last = time.Now()
+	}
 	for {
+		if idle > 0 {
+			// The deadline ends a read that waits too long; run sets a past
+			// one to stop the loop, after it ends ctx: a deadline set here
+			// after that must not stand.
+			deadline := time.Now().Add(idle)
+			if since, ok := r.idleSince(); ok {
+				deadline = since.Add(idle)
+			}
+			r.client.SetReadDeadline(deadline)
+			if err := r.ctx.Err(); err != nil {
+				return err
+			}
+		}
 		msg, err := r.cr.Receive()
 		if err != nil {
+			var ne net.Error
+			if idle > 0 && errors.As(err, &ne) && ne.Timeout() && r.ctx.Err() == nil {
+				if since, ok := r.idleSince(); !ok || time.Since(since) < idle {
+					continue // pgproto3 resumes a message cut by the deadline
+				}
+				return r.idleTimeout()
+			}
 			return r.clientReadError(err)
 		}
 		var out encoder = msg
@@ -214,13 +252,7 @@ func (r *relay) clientLoop() error {
 			r.push(&request{kind: 'S'})
 		case *pgproto3.Flush, *pgproto3.CopyData, *pgproto3.CopyDone, *pgproto3.CopyFail:
 		case *pgproto3.Terminate:
-			if err := r.uw.send(m); err != nil {
-				return err
-			}
-			if err := r.uw.flush(); err != nil {
-				return err
-			}
-			return errTerminated
+			return r.terminate(errTerminated)
 		default:
 			return &fatalError{code: codeProtocolViolation, msg: fmt.Sprintf("invalid frontend message type %T after startup", msg), err: errors.New("protocol violation")}
 		}
@@ -228,6 +260,46 @@ func (r *relay) clientLoop() error {
 			return upstreamWriteError(err)
 		}
 	}
+}
+
+// idleSince returns since when the session is idle: the later of the
+// client's last bytes and the upstream's last response. It reports false
+// while the upstream owes the client a response: a session is not idle
+// while a statement runs. Called by the client loop only.
+func (r *relay) idleSince() (time.Time, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.queue) > 0 {
+		return time.Time{}, false
+	}
+	if r.clientIn.last.After(r.drained) {
+		return r.clientIn.last, true
+	}
+	return r.drained, true
+}
+
+// idleTimeout ends an idle session as PostgreSQL's idle_session_timeout
+// and idle_in_transaction_session_timeout do.
+func (r *relay) idleTimeout() error {
+	fe := &fatalError{code: codeIdleSessionTimeout, msg: "terminating connection due to idle-session timeout", err: ErrIdleTimeout}
+	if tx := byte(r.txStatus.Load()); tx == 'T' || tx == 'E' {
+		fe.code, fe.msg = codeIdleInTransactionTimeout, "terminating connection due to idle-in-transaction timeout"
+	}
+	return r.terminate(fe)
+}
+
+// terminate sends the upstream Terminate, which ends its backend cleanly,
+// and returns why: the session ends for that reason, whatever the server
+// loop reads (the upstream closing) before run hears of it.
+func (r *relay) terminate(why error) error {
+	r.ended.Store(&why)
+	if err := r.uw.send(&pgproto3.Terminate{}); err != nil {
+		return err
+	}
+	if err := r.uw.flush(); err != nil {
+		return upstreamWriteError(err)
+	}
+	return why
 }
 
 // decide asks the Decider about q. What the client sent before q goes out
@@ -267,8 +339,10 @@ func (r *relay) clientReadError(err error) error {
 		return upstreamWriteError(we.err)
 	case errors.As(err, &big):
 		return &fatalError{code: codeProgramLimitExceeded, msg: fmt.Sprintf("tollgate: message of %d bytes exceeds the limit of %d", big.ActualBodyLen, big.MaxExpectedBodyLen), err: err}
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		// pgproto3 reports an end between messages as unexpected too.
+	case (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) && r.clientIn.eof:
+		// pgproto3 reports an end between messages as unexpected too. (A
+		// message body cut short, such as a Parse without its NUL, is an
+		// EOF of the decoder's: a protocol violation, below.)
 		return errClientClosed
 	case errors.As(err, &ne), errors.Is(err, net.ErrClosed):
 		return fmt.Errorf("read client: %w", err)
@@ -308,6 +382,9 @@ func (r *relay) pop() {
 	r.queue = r.queue[1:]
 	if len(r.queue) == 0 {
 		r.queue = nil
+		if r.e.idleTimeout > 0 {
+			r.drained = time.Now()
+		}
 	}
 	r.mu.Unlock()
 }
@@ -534,6 +611,7 @@ func (r *relay) serverError(m *pgproto3.ErrorResponse) encoder {
 // readyForQuery ends the request a ReadyForQuery answers (a Sync, Query or
 // FunctionCall) and any before it that the server did not answer.
 func (r *relay) readyForQuery(status byte) {
+	r.txStatus.Store(uint32(status))
 	for {
 		h := r.head()
 		if h == nil {

@@ -424,6 +424,7 @@ func TestMalformedClient(t *testing.T) {
 		{"oversized", []byte{'Q', 0x10, 0, 0, 0}, "54000"},
 		{"unknown type", []byte{'z', 0, 0, 0, 4}, "08P01"},
 		{"query without terminator", []byte{'Q', 0, 0, 0, 7, 'a', 'b', 'c'}, "08P01"},
+		{"parse without terminator", []byte{'P', 0, 0, 0, 7, 'a', 'b', 'c'}, "08P01"}, // the decoder's EOF is no end of the client
 		{"password after startup", []byte{'p', 0, 0, 0, 5, 0}, "08P01"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

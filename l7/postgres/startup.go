@@ -292,15 +292,8 @@ func parseStartupParams(b []byte) (map[string]string, error) {
 // own BackendKeyData, ReadyForQuery.
 func (e *engine) greet(st *clientStartup, hj *pgconn.HijackedConn, key cancelKey) error {
 	var msgs []encoder
-	var unknown []string
-	for k := range st.params {
-		if strings.HasPrefix(k, "_pq_.") {
-			unknown = append(unknown, k)
-		}
-	}
-	if minor := st.version & 0xffff; minor > 0 || len(unknown) > 0 {
-		slices.Sort(unknown)
-		msgs = append(msgs, &pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unknown})
+	if npv := negotiateVersion(st); npv != nil {
+		msgs = append(msgs, npv)
 	}
 	msgs = append(msgs, &pgproto3.AuthenticationOk{})
 	for _, k := range slices.Sorted(maps.Keys(hj.ParameterStatuses)) {
@@ -312,6 +305,23 @@ func (e *engine) greet(st *clientStartup, hj *pgconn.HijackedConn, key cancelKey
 		&pgproto3.BackendKeyData{ProcessID: key.pid, SecretKey: secret},
 		&pgproto3.ReadyForQuery{TxStatus: hj.TxStatus})
 	return writeMessages(st.conn, msgs...)
+}
+
+// negotiateVersion returns what the proxy answers a client that asked for
+// a protocol newer than 3.0 or for protocol options (_pq_.*): it speaks
+// 3.0 and knows no option. Nil when the client asked for neither.
+func negotiateVersion(st *clientStartup) *pgproto3.NegotiateProtocolVersion {
+	var unknown []string
+	for k := range st.params {
+		if strings.HasPrefix(k, "_pq_.") {
+			unknown = append(unknown, k)
+		}
+	}
+	if st.version&0xffff == 0 && len(unknown) == 0 {
+		return nil
+	}
+	slices.Sort(unknown)
+	return &pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unknown}
 }
 
 // bufferedConn reads through r, which holds bytes already read from Conn.

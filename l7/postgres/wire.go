@@ -3,6 +3,7 @@ package postgres
 import (
 	"io"
 	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 	"go.uber.org/zap"
@@ -12,15 +13,17 @@ import (
 
 // SQLSTATE codes the engine sends.
 const (
-	codeInsufficientPrivilege = "42501"
-	codeProtocolViolation     = "08P01"
-	codeConnectionFailure     = "08006"
-	codeUnableToConnect       = "08001"
-	codeInvalidAuthorization  = "28000"
-	codeFeatureNotSupported   = "0A000"
-	codeProgramLimitExceeded  = "54000"
-	codeAdminShutdown         = "57P01"
-	codeInternalError         = "XX000"
+	codeInsufficientPrivilege    = "42501"
+	codeProtocolViolation        = "08P01"
+	codeConnectionFailure        = "08006"
+	codeUnableToConnect          = "08001"
+	codeInvalidAuthorization     = "28000"
+	codeFeatureNotSupported      = "0A000"
+	codeProgramLimitExceeded     = "54000"
+	codeAdminShutdown            = "57P01"
+	codeIdleSessionTimeout       = "57P05"
+	codeIdleInTransactionTimeout = "25P03"
+	codeInternalError            = "XX000"
 )
 
 // encoder is a pgproto3 message.
@@ -96,13 +99,24 @@ func (e *writeError) Unwrap() error { return e.err }
 type flushReader struct {
 	r io.Reader
 	w *msgWriter
+
+	stamp bool      // keep last
+	last  time.Time // when a read last returned bytes
+	eof   bool      // r reported its end: an EOF from the decoder is not one
 }
 
 func (f *flushReader) Read(p []byte) (int, error) {
 	if err := f.w.flush(); err != nil {
 		return 0, err
 	}
-	return f.r.Read(p)
+	n, err := f.r.Read(p)
+	if f.stamp && n > 0 {
+		f.last = time.Now()
+	}
+	if err == io.EOF {
+		f.eof = true
+	}
+	return n, err
 }
 
 func errorResponse(severity, code, msg string) *pgproto3.ErrorResponse {

@@ -27,6 +27,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/tollgate-dev/tollgate/audit"
+	"github.com/tollgate-dev/tollgate/audit/pgsink"
 	"github.com/tollgate-dev/tollgate/l7"
 	"github.com/tollgate-dev/tollgate/pkg/bpffs"
 	"github.com/tollgate-dev/tollgate/pkg/certs"
@@ -334,6 +335,17 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	// The control API stays up while sessions drain.
 	ctrlErr := make(chan error, 1)
 	go func() { ctrlErr <- ctrl.Serve() }()
+	for i, sk := range cfg.Audit.Sinks {
+		// The journal on disk is the sink's buffer: an unreachable
+		// PostgreSQL delays shipping, it never blocks statements.
+		sink := pgsink.New(sk.DSN, pgsink.Options{Logger: a.log.With(zap.Int("audit_sink", i))})
+		g.Go(func() error {
+			if err := sink.Run(gctx, a.journal); err != nil && !errors.Is(err, context.Canceled) {
+				a.log.Error("audit sink stopped", zap.Int("audit_sink", i), zap.Error(err))
+			}
+			return nil
+		})
+	}
 	if r := cfg.Audit.Retention; r.MaxAge > 0 || r.MaxBytes > 0 {
 		g.Go(func() error { a.retain(gctx, r); return nil })
 	}

@@ -37,9 +37,10 @@ import (
 
 // Auth methods for host connections (pg_hba.conf), see WithAuth.
 const (
-	AuthSCRAM = "scram-sha-256"
-	AuthMD5   = "md5"
-	AuthTrust = "trust"
+	AuthSCRAM    = "scram-sha-256"
+	AuthMD5      = "md5"
+	AuthPassword = "password" // cleartext password (stored as scram-sha-256)
+	AuthTrust    = "trust"
 )
 
 // Role is a login role the cluster was created with.
@@ -56,7 +57,7 @@ type Server struct {
 	// Database is the test's database.
 	Database string
 	// Auth is the pg_hba method of host connections: AuthSCRAM (default),
-	// AuthMD5 or AuthTrust.
+	// AuthMD5, AuthPassword or AuthTrust.
 	Auth string
 	// CAFile is the PEM file of the server's self-signed certificate (a CA
 	// for itself) when the server was started WithTLS; "" otherwise.
@@ -91,8 +92,8 @@ type options struct {
 }
 
 // WithAuth sets the pg_hba.conf method of TCP connections from 127.0.0.1:
-// AuthSCRAM (the default), AuthMD5 (passwords then stored as md5) or
-// AuthTrust.
+// AuthSCRAM (the default), AuthMD5 (passwords then stored as md5),
+// AuthPassword (the password asked in clear text) or AuthTrust.
 func WithAuth(method string) Option { return func(o *options) { o.auth = method } }
 
 // WithTLS turns on ssl with a self-signed certificate for 127.0.0.1 and
@@ -280,7 +281,7 @@ func start(bin string, o options) (srv *Server, err error) {
 		o.auth = AuthSCRAM
 	}
 	switch o.auth {
-	case AuthSCRAM, AuthMD5, AuthTrust:
+	case AuthSCRAM, AuthMD5, AuthPassword, AuthTrust:
 	default:
 		return nil, fmt.Errorf("unknown auth method %q", o.auth)
 	}

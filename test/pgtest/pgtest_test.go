@@ -68,11 +68,20 @@ func TestStart(t *testing.T) {
 }
 
 func TestAuth(t *testing.T) {
-	for _, method := range []string{pgtest.AuthMD5, pgtest.AuthTrust} {
+	for _, method := range []string{pgtest.AuthMD5, pgtest.AuthPassword, pgtest.AuthTrust} {
 		t.Run(method, func(t *testing.T) {
 			srv := pgtest.Start(t, pgtest.WithAuth(method))
 			if got := query(t, srv.DSN(srv.App.Name), "SELECT current_user"); got != srv.App.Name {
 				t.Errorf("got %q", got)
+			}
+			// The server asks for this method and no other: a client that
+			// accepts only it gets in.
+			only := method
+			if method == pgtest.AuthTrust {
+				only = "none"
+			}
+			if got := query(t, srv.DSN(srv.App.Name)+"&require_auth="+only, "SELECT current_user"); got != srv.App.Name {
+				t.Errorf("require_auth=%s: got %q", only, got)
 			}
 			bad := strings.Replace(srv.DSN(srv.App.Name), srv.App.Password, "wrong", 1)
 			c, err := pgx.Connect(t.Context(), bad)
