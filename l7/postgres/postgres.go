@@ -37,7 +37,7 @@ const (
 
 func init() {
 	l7.Register(Protocol, func(t *config.Target, d l7.Deps) (l7.Engine, error) {
-		var opts []Option
+		opts := []Option{WithIdleTimeout(t.IdleTimeout)}
 		var dec Decider = AllowAll
 		if d.Policy != nil {
 			dec = PolicyDecider{Policy: d.Policy, Analyzer: sharedAnalyzer()}

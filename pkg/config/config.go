@@ -145,6 +145,9 @@ type Target struct {
 	Upstream string `yaml:"upstream"`
 	// Credentials are injected upstream. Default: none.
 	Credentials Credentials `yaml:"credentials"`
+	// IdleTimeout ends a session whose client sent nothing for this long
+	// while nothing it asked for was running. Default 0: no limit.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	TLS         TLS         `yaml:"tls"`
 	// Line is the line in the config file where this target starts.
 	Line int `yaml:"-"`

@@ -264,6 +264,9 @@ func (t *Target) SetDefaults() {
 }
 
 func (t *Target) validate(v *checker, key string) {
+	if t.IdleTimeout < 0 {
+		v.errorf(key+".idle_timeout", "is negative")
+	}
 	if t.Name == "" {
 		v.errorf(key+".name", "a target needs a name")
 	}

@@ -267,3 +267,58 @@ func TestAuditShippedToPostgres(t *testing.T) {
 		return err == nil && len(r) == 1 && len(r[0].Rows) == 1 && string(r[0].Rows[0][0]) == "1"
 	})
 }
+
+// Every statement of 200 concurrent sessions is journaled, and the journal
+// still verifies.
+func TestAuditCountsEveryStatementOfConcurrentSessions(t *testing.T) {
+	if testing.Short() {
+		t.Skip("200 sessions x 500 statements: not with -short")
+	}
+	testenv.RequirePrivileged(t)
+	f := newPGOn(t, pgtest.Start(t, pgtest.WithConf("max_connections = 260")))
+	script := filepath.Join(t.TempDir(), "one.sql")
+	os.WriteFile(script, []byte("SELECT :client_id + 1;\n"), 0o644)
+	cmd := exec.Command("pgbench", "-h", f.host, "-p", f.port, "-U", "x", "-n", "-c", "200", "-j", "2", "-t", "500",
+		"-f", script, f.pg.Database)
+	cmd.Env = append(os.Environ(), "PGPASSWORD=")
+	testenv.InCgroup(t, cmd, f.cg)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "number of transactions actually processed: 100000/100000") {
+		t.Fatalf("pgbench: %v\n%s", err, out)
+	}
+	pem, _ := f.tollctl("audit", "pubkey")
+	pub := filepath.Join(t.TempDir(), "audit.pub")
+	os.WriteFile(pub, []byte(pem), 0o644)
+	f.stop(syscall.SIGTERM)
+	dir := filepath.Join(f.dir, "state", "audit")
+	if out, code := f.tollctl("audit", "verify", "--dir", dir, "--pubkey", pub); code != 0 {
+		t.Fatalf("verify: exit %d\n%s", code, out)
+	}
+	exp, code := f.tollctl("audit", "export", "--dir", dir)
+	if code != 0 {
+		t.Fatal("export failed")
+	}
+	var statements, results, sessions, counted int
+	sc := bufio.NewScanner(strings.NewReader(exp))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var rec struct {
+			Type string         `json:"type"`
+			Data map[string]any `json:"data"`
+		}
+		json.Unmarshal(sc.Bytes(), &rec)
+		switch {
+		case rec.Type == "statement" && rec.Data["kind"] == "statement":
+			statements++
+		case rec.Type == "statement_result":
+			results++
+		case rec.Type == "session_end":
+			sessions++
+			counted += int(rec.Data["statements"].(float64))
+		}
+	}
+	if sessions < 200 || statements != counted || results != counted || statements < 100000 {
+		t.Errorf("sessions %d, statement records %d, results %d, statements the sessions counted %d; want 200 sessions and every statement (>= 100000) recorded once with its result",
+			sessions, statements, results, counted)
+	}
+}

@@ -35,7 +35,12 @@ var pgAddrSeq = 20
 func newPG(t *testing.T) *pgFixture {
 	t.Helper()
 	testenv.RequirePrivileged(t)
-	pg := pgtest.Shared(t)
+	return newPGOn(t, pgtest.Shared(t))
+}
+
+// newPGOn is newPG in front of a given cluster.
+func newPGOn(t *testing.T, pg *pgtest.Server) *pgFixture {
+	t.Helper()
 	pgAddrSeq++
 	host := fmt.Sprintf("127.77.1.%d", pgAddrSeq)
 	port := strconv.Itoa(freePort(t))
