@@ -148,7 +148,7 @@ type Target struct {
 	// IdleTimeout ends a session whose client sent nothing for this long
 	// while nothing it asked for was running. Default 0: no limit.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
-	TLS         TLS         `yaml:"tls"`
+	TLS         TLS           `yaml:"tls"`
 	// Line is the line in the config file where this target starts.
 	Line int `yaml:"-"`
 }
