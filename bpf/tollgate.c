@@ -243,6 +243,26 @@ int tg_connect4(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
+// load_user_ip6 copies the socket address's IPv6 words one 32-bit load at
+// a time.
+static __always_inline void load_user_ip6(struct bpf_sock_addr *ctx, __u32 *ip6)
+{
+	ip6[0] = READ_U32(ctx->user_ip6[0]);
+	ip6[1] = READ_U32(ctx->user_ip6[1]);
+	ip6[2] = READ_U32(ctx->user_ip6[2]);
+	ip6[3] = READ_U32(ctx->user_ip6[3]);
+}
+
+// datagram_verdict refuses a datagram (or a UDP connect) to a target from a
+// governed socket: 0 refuses, 1 lets it pass.
+static __always_inline int datagram_verdict(struct bpf_sock_addr *ctx, struct config *cfg, __u8 *addr, __u16 port)
+{
+	if (!find_target(addr, port) || is_exempt(ctx, cfg))
+		return 1;
+	count(denied_udp);
+	return 0;
+}
+
 static __always_inline int is_v4_mapped(__u32 *ip6)
 {
 	return ip6[0] == 0 && ip6[1] == 0 && ip6[2] == bpf_htonl(0xffff);
@@ -255,10 +275,7 @@ int tg_connect6(struct bpf_sock_addr *ctx)
 	if (!cfg)
 		return 1;
 	__u32 ip6[4];
-	ip6[0] = READ_U32(ctx->user_ip6[0]);
-	ip6[1] = READ_U32(ctx->user_ip6[1]);
-	ip6[2] = READ_U32(ctx->user_ip6[2]);
-	ip6[3] = READ_U32(ctx->user_ip6[3]);
+	load_user_ip6(ctx, ip6);
 	__u16 port = bpf_ntohs((__u16)ctx->user_port);
 	int mapped = is_v4_mapped(ip6);
 
@@ -291,11 +308,7 @@ int tg_sendmsg4(struct bpf_sock_addr *ctx)
 		return 1;
 	__u8 addr[16];
 	map_v4(addr, ctx->user_ip4);
-	__u16 port = bpf_ntohs((__u16)ctx->user_port);
-	if (!find_target(addr, port) || is_exempt(ctx, cfg))
-		return 1;
-	count(denied_udp);
-	return 0;
+	return datagram_verdict(ctx, cfg, addr, bpf_ntohs((__u16)ctx->user_port));
 }
 
 SEC("cgroup/sendmsg6")
@@ -305,15 +318,8 @@ int tg_sendmsg6(struct bpf_sock_addr *ctx)
 	if (!cfg)
 		return 1;
 	__u32 ip6[4];
-	ip6[0] = READ_U32(ctx->user_ip6[0]);
-	ip6[1] = READ_U32(ctx->user_ip6[1]);
-	ip6[2] = READ_U32(ctx->user_ip6[2]);
-	ip6[3] = READ_U32(ctx->user_ip6[3]);
-	__u16 port = bpf_ntohs((__u16)ctx->user_port);
-	if (!find_target((__u8 *)ip6, port) || is_exempt(ctx, cfg))
-		return 1;
-	count(denied_udp);
-	return 0;
+	load_user_ip6(ctx, ip6);
+	return datagram_verdict(ctx, cfg, (__u8 *)ip6, bpf_ntohs((__u16)ctx->user_port));
 }
 
 SEC("cgroup/getpeername4")
