@@ -37,7 +37,27 @@ type Session struct {
 
 	mu     sync.Mutex
 	attrs  map[string]string
+	claims map[string]any
 	cancel context.CancelCauseFunc
+}
+
+// SetClaims records the verified claims of a token the connection carried.
+func (s *Session) SetClaims(c map[string]any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.claims = c
+}
+
+// Identity is the session's workload with the claims of its token, if any:
+// the policy input's identity.
+func (s *Session) Identity() identity.Workload {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w := s.Workload
+	if s.claims != nil {
+		w.Claims = s.claims
+	}
+	return w
 }
 
 // SetCancel gives the session the function that ends it (Kill calls it).

@@ -51,7 +51,7 @@ func (s *Session) Snapshot() SessionInfo {
 		ID:          s.ID,
 		Identity:    s.Workload.Name,
 		Known:       s.Workload.Known,
-		Workload:    s.Workload,
+		Workload:    s.Identity(),
 		Dst:         s.Origin.Dst,
 		CgroupID:    s.Origin.CgroupID,
 		PID:         s.Origin.PID,

@@ -27,7 +27,7 @@ var _ Decider = PolicyDecider{}
 // Decide implements Decider.
 func (p PolicyDecider) Decide(ctx context.Context, s *l7.Session, r Request) Decision {
 	in := policy.Input{
-		Identity: s.Workload,
+		Identity: s.Identity(),
 		Target:   policy.Target{Name: s.Target.Name, Protocol: s.Target.Protocol, Address: s.Origin.Dst.String()},
 		Session: policy.Session{
 			ID:              s.ID,

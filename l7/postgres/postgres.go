@@ -18,6 +18,7 @@ import (
 	"github.com/tollgate-dev/tollgate/l7/postgres/sqlinfo"
 	"github.com/tollgate-dev/tollgate/pkg/config"
 	"github.com/tollgate-dev/tollgate/pkg/logfields"
+	"github.com/tollgate-dev/tollgate/pkg/tokens"
 )
 
 // Protocol is the name the engine is registered under.
@@ -105,6 +106,7 @@ type engine struct {
 	maxMessage     int
 	clientTLS      *tls.Config
 	idleTimeout    time.Duration
+	tokens         *tokens.Verifier // the client presents a workload token; nil: nothing asked
 }
 
 var _ l7.Engine = (*engine)(nil)
@@ -142,6 +144,9 @@ func New(t *config.Target, d l7.Deps, opts ...Option) (l7.Engine, error) {
 		target: t, host: host, port: port, upTLS: upTLS, dial: d.Dial, log: d.Log,
 		decider: AllowAll, rows: nil, recorder: nopRecorder{}, now: time.Now, clientTLS: d.ClientTLS,
 		startupTimeout: DefaultStartupTimeout, maxMessage: DefaultMaxMessageSize,
+	}
+	if ct := t.Credentials.ClientToken; ct != nil {
+		e.tokens = tokens.NewVerifier(ct.Issuer, ct.Audience, tokens.Options{})
 	}
 	if e.log == nil {
 		e.log = zap.NewNop()

@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/tollgate-dev/tollgate/pkg/tokens"
 	"io"
 	"maps"
 	"net"
@@ -85,6 +86,17 @@ func (e *engine) startup(ctx context.Context, s *l7.Session, conn net.Conn) (*cl
 	if err := e.checkStartup(st); err != nil {
 		writeMessages(st.conn, errorResponse("FATAL", err.code, err.msg))
 		return nil, err
+	}
+	if e.tokens != nil {
+		claims, err := e.clientToken(ctx, st)
+		if err != nil {
+			var se *startupError
+			if errors.As(err, &se) {
+				writeMessages(st.conn, errorResponse("FATAL", se.code, se.msg))
+			}
+			return nil, err
+		}
+		s.SetClaims(claims)
 	}
 	d := e.decider.Decide(ctx, s, Request{Kind: KindConnect, Facts: st.facts})
 	if !d.Allow {
@@ -337,4 +349,34 @@ func randomUint32() uint32 {
 	var b [4]byte
 	rand.Read(b[:])
 	return binary.BigEndian.Uint32(b[:])
+}
+
+// maxTokenMessage bounds the password message that carries a workload token.
+const maxTokenMessage = 64 << 10
+
+// clientToken asks the client for its password, which must be a workload
+// token (an OIDC JWT) the target's issuer signed for its audience, and
+// returns the token's verified claims.
+func (e *engine) clientToken(ctx context.Context, st *clientStartup) (map[string]any, error) {
+	if err := writeMessages(st.conn, &pgproto3.AuthenticationCleartextPassword{}); err != nil {
+		return nil, fmt.Errorf("ask for the workload token: %w", err)
+	}
+	var hdr [5]byte
+	if _, err := io.ReadFull(st.r, hdr[:]); err != nil {
+		return nil, fmt.Errorf("read the workload token: %w", err)
+	}
+	n := int64(int32(binary.BigEndian.Uint32(hdr[1:])))
+	if hdr[0] != 'p' || n < 5 || n-4 > maxTokenMessage {
+		return nil, &startupError{code: codeProtocolViolation, msg: "expected a password message carrying a workload token"}
+	}
+	body := make([]byte, n-4)
+	if _, err := io.ReadFull(st.r, body); err != nil {
+		return nil, fmt.Errorf("read the workload token: %w", err)
+	}
+	token := strings.TrimSuffix(string(body), "\x00")
+	claims, err := e.tokens.Verify(ctx, token)
+	if err != nil {
+		return nil, &startupError{code: codeInvalidAuthorization, msg: "workload token refused: " + strings.TrimPrefix(err.Error(), tokens.ErrInvalid.Error()+": "), err: err}
+	}
+	return claims, nil
 }

@@ -236,6 +236,7 @@ func (a *agent) start() {
 		}
 		select {
 		case werr := <-a.done:
+			a.cmd = nil // gone: nothing for cleanup to stop
 			a.t.Fatalf("agent exited at start: %v\n%s", werr, a.logs.String())
 		case <-time.After(50 * time.Millisecond):
 		}
