@@ -10,6 +10,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/pkg/config"
 	"github.com/tollgate-dev/tollgate/pkg/identity"
+	"github.com/tollgate-dev/tollgate/policy"
 	"github.com/tollgate-dev/tollgate/redirect"
 )
 
@@ -115,3 +116,14 @@ func (s *Session) End() time.Time {
 
 // Finish records the session's end time once.
 func (s *Session) Finish(t time.Time) { s.end.CompareAndSwap(nil, &t) }
+
+// PolicyInput is the part of the policy input every engine fills the same
+// way: the identity (with token claims), the target as dialled and the
+// session id. Engines add the session's protocol facts and the request.
+func (s *Session) PolicyInput() policy.Input {
+	in := policy.Input{Identity: s.Identity(), Session: policy.Session{ID: s.ID}}
+	if s.Target != nil {
+		in.Target = policy.Target{Name: s.Target.Name, Protocol: s.Target.Protocol, Address: s.Origin.Dst.String()}
+	}
+	return in
+}

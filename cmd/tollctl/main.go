@@ -62,15 +62,13 @@ func main() {
 	if err == nil {
 		return
 	}
-	var ee0 exitErr
-	if !errors.As(err, &ee0) {
-		fmt.Fprintln(os.Stderr, "tollctl:", err)
-	}
-	var ue usageError
 	var ee exitErr
-	switch {
-	case errors.As(err, &ee):
+	if errors.As(err, &ee) { // the command already said why
 		os.Exit(int(ee))
+	}
+	fmt.Fprintln(os.Stderr, "tollctl:", err)
+	var ue usageError
+	switch {
 	case errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") || strings.Contains(err.Error(), "arg(s)"):
 		os.Exit(exitUsage)
 	case errors.Is(err, control.ErrAgentDown):

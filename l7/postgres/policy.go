@@ -26,17 +26,11 @@ var _ Decider = PolicyDecider{}
 
 // Decide implements Decider.
 func (p PolicyDecider) Decide(ctx context.Context, s *l7.Session, r Request) Decision {
-	in := policy.Input{
-		Identity: s.Identity(),
-		Target:   policy.Target{Name: s.Target.Name, Protocol: s.Target.Protocol, Address: s.Origin.Dst.String()},
-		Session: policy.Session{
-			ID:              s.ID,
-			Database:        r.Facts.Database,
-			User:            r.Facts.User,
-			ApplicationName: r.Facts.ApplicationName,
-			Options:         r.Facts.Parameters,
-		},
-	}
+	in := s.PolicyInput()
+	in.Session.Database = r.Facts.Database
+	in.Session.User = r.Facts.User
+	in.Session.ApplicationName = r.Facts.ApplicationName
+	in.Session.Options = r.Facts.Parameters
 	switch {
 	case r.Kind == KindConnect:
 		in.Request = policy.Request{Kind: policy.KindConnect}

@@ -91,12 +91,9 @@ func (e *engine) Serve(ctx context.Context, s *l7.Session, client net.Conn) erro
 
 	if e.policy != nil {
 		// Raw TCP has no statements: the policy judges the connection.
-		d := e.policy.Decide(ctx, policy.Input{
-			Identity: s.Workload,
-			Target:   policy.Target{Name: s.Target.Name, Protocol: s.Target.Protocol, Address: s.Origin.Dst.String()},
-			Session:  policy.Session{ID: s.ID},
-			Request:  policy.Request{Kind: policy.KindConnect},
-		})
+		in := s.PolicyInput()
+		in.Request = policy.Request{Kind: policy.KindConnect}
+		d := e.policy.Decide(ctx, in)
 		if !d.Allow || d.NeedsApproval() {
 			s.Denied.Add(1)
 			client.Close()
