@@ -49,10 +49,10 @@ func (e *engine) injectedLogin(ctx context.Context, st *clientStartup) (*upstrea
 	return &upstreamConn{conn: hj.Conn, pid: hj.PID, key: key, txStatus: hj.TxStatus}, nil
 }
 
-// connectUpstream logs in to the upstream with the target's credentials, as
-// the database the client asked for, passing on the client's other startup
-// parameters (application_name, options, ...), and hijacks the connection.
-func (e *engine) connectUpstream(ctx context.Context, st *clientStartup) (*pgconn.HijackedConn, error) {
+// upstreamConfig is the pgconn configuration that logs in to the upstream
+// as user, to database, with the target's credentials and TLS, through the
+// engine's dialer.
+func (e *engine) upstreamConfig(database, user string) (*pgconn.Config, error) {
 	// ParseConfig reads PG* environment variables; every setting that
 	// matters is overwritten below.
 	cfg, err := pgconn.ParseConfig("")
@@ -61,8 +61,8 @@ func (e *engine) connectUpstream(ctx context.Context, st *clientStartup) (*pgcon
 	}
 	port, _ := strconv.ParseUint(e.port, 10, 16) // checked by New
 	cfg.Host, cfg.Port = e.host, uint16(port)
-	cfg.Database = st.facts.Database
-	cfg.User = st.facts.UpstreamUser
+	cfg.Database = database
+	cfg.User = user
 	cfg.Password = e.target.Credentials.Password
 	cfg.TLSConfig, cfg.Fallbacks = e.upTLS, nil
 	cfg.SSLNegotiation = ""
@@ -70,13 +70,6 @@ func (e *engine) connectUpstream(ctx context.Context, st *clientStartup) (*pgcon
 	cfg.ConnectTimeout = DefaultConnectTimeout
 	cfg.MinProtocolVersion, cfg.MaxProtocolVersion = "3.0", "3.0" // what the client is told
 	cfg.ValidateConnect, cfg.AfterConnect = nil, nil
-	// pgconn reads through lc: see loginConn.
-	var lc *loginConn
-	cfg.AfterNetConnect = func(_ context.Context, _ *pgconn.Config, c net.Conn) (net.Conn, error) {
-		lc = &loginConn{Conn: c}
-		lc.cond.L = &lc.mu
-		return lc, nil
-	}
 	cfg.OnNotice, cfg.OnNotification = nil, nil
 	cfg.KerberosSrvName, cfg.KerberosSpn = "", ""
 	// With a password to give, the upstream must ask for it by a method
@@ -87,6 +80,25 @@ func (e *engine) connectUpstream(ctx context.Context, st *clientStartup) (*pgcon
 	cfg.RequireAuth = ""
 	if cfg.Password != "" {
 		cfg.RequireAuth = requiredAuth
+	}
+	cfg.RuntimeParams = map[string]string{}
+	return cfg, nil
+}
+
+// connectUpstream logs in to the upstream with the target's credentials, as
+// the database the client asked for, passing on the client's other startup
+// parameters (application_name, options, ...), and hijacks the connection.
+func (e *engine) connectUpstream(ctx context.Context, st *clientStartup) (*pgconn.HijackedConn, error) {
+	cfg, err := e.upstreamConfig(st.facts.Database, st.facts.UpstreamUser)
+	if err != nil {
+		return nil, err
+	}
+	// pgconn reads through lc: see loginConn.
+	var lc *loginConn
+	cfg.AfterNetConnect = func(_ context.Context, _ *pgconn.Config, c net.Conn) (net.Conn, error) {
+		lc = &loginConn{Conn: c}
+		lc.cond.L = &lc.mu
+		return lc, nil
 	}
 	cfg.RuntimeParams = map[string]string{}
 	for k, v := range st.facts.Parameters {
