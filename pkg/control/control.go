@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -244,6 +245,9 @@ func newServer(b Backend, ln net.Listener, h http.Handler) *Server {
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return base },
+		// The library never logs: failed TLS handshakes from the network
+		// and the like are the caller's to count, not stderr's to print.
+		ErrorLog: log.New(io.Discard, "", 0),
 	}
 	s.srv.RegisterOnShutdown(cancel)
 	return s
