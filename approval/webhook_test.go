@@ -294,3 +294,31 @@ func TestRedactSQL(t *testing.T) {
 		}
 	}
 }
+
+func TestWebhookLogsNoEcho(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		w.WriteHeader(http.StatusUnprocessableEntity)
+		w.Write(body) // an endpoint that echoes what it got
+	}))
+	defer srv.Close()
+	slack := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusBadRequest)
+		io.WriteString(w, "invalid_blocks")
+	}))
+	defer slack.Close()
+	for _, tc := range []struct{ url, want string }{{srv.URL, "422 Unprocessable Entity"}, {slack.URL, "400 Bad Request: invalid_blocks"}} {
+		l := newLogs()
+		w := NewWebhook(WebhookOptions{URL: tc.url, Log: l.log})
+		w.Notify(request())
+		select {
+		case line := <-l.done:
+			if !strings.HasSuffix(line, tc.want) || strings.Contains(line, "DELETE") {
+				t.Errorf("log %q; want it to end %q and never echo the message", line, tc.want)
+			}
+		case <-time.After(waitLimit):
+			t.Error("nothing logged")
+		}
+		w.Close()
+	}
+}

@@ -58,6 +58,7 @@ func main() {
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table | json")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(statusCmd(g), sessionsCmd(g), identitiesCmd(g), policyCmd(g), auditCmd(g))
+	registerApprovals(root, g)
 	err := root.Execute()
 	if err == nil {
 		return

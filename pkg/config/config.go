@@ -40,6 +40,13 @@ const (
 	DefaultDurability    = DurabilityBatch
 	DefaultShutdownGrace = 10 * time.Second
 	DefaultTLSMode       = TLSDisable
+
+	DefaultApprovalTimeout = 10 * time.Minute
+	DefaultWebhookTimeout  = 5 * time.Second
+	DefaultWebhookAttempts = 5
+	DefaultWebhookBackoff  = time.Second
+	DefaultGroupsClaim     = "groups"
+	DefaultUsernameClaim   = "preferred_username"
 )
 
 // Config is the whole agent configuration. The keys below are a public
@@ -61,6 +68,7 @@ type Config struct {
 	Targets       []Target   `yaml:"targets"`
 	Policy        Policy     `yaml:"policy"`
 	Audit         Audit      `yaml:"audit"`
+	Approvals     Approvals  `yaml:"approvals"`
 	// ShutdownGrace bounds how long SIGTERM waits for sessions to drain,
 	// written as a Go duration ("30s"). Default (and when 0) 10s.
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
@@ -198,6 +206,73 @@ type Sink struct {
 	DSN string `yaml:"dsn"`
 	// DSNFile is an absolute path to a file holding the DSN.
 	DSNFile string `yaml:"dsn_file"`
+}
+
+// Approvals configures statements that the policy holds for a human's
+// approval (decision.approval.required): how long they wait, who is told,
+// and the optional TCP control API where remote approvers decide with an
+// OIDC ID token. Local approvers use tollctl on the control socket.
+type Approvals struct {
+	// Timeout is how long a held statement waits when the policy's
+	// approval names no timeout; then it is refused. Default (and when 0)
+	// 10m.
+	Timeout time.Duration `yaml:"timeout"`
+	// Webhook is told of each new request. Default: none.
+	Webhook Webhook `yaml:"webhook"`
+	// Listen, when set, is the host:port where the agent serves the
+	// approvals part of the control API (and status) over TLS to callers
+	// with an OIDC ID token ("127.0.0.1:7443"). Default: none, the control
+	// socket only. With listen, tls and oidc are required.
+	Listen string `yaml:"listen"`
+	// TLS is the certificate of the TCP control API. Required with listen.
+	TLS ServerTLS `yaml:"tls"`
+	// OIDC says whose ID tokens the TCP control API accepts. Required with
+	// listen.
+	OIDC ApproverOIDC `yaml:"oidc"`
+}
+
+// Webhook is an endpoint that receives a Slack-compatible JSON message
+// ({"text", "blocks"}) for each new approval request. It is enabled when
+// url or url_file is set.
+type Webhook struct {
+	// URL is the http(s) endpoint. A Slack webhook URL is a secret: keep it
+	// in url_file instead. Errors never quote it.
+	URL string `yaml:"url"`
+	// URLFile is an absolute path to a file holding the URL; Validate
+	// reads it into URL. Mutually exclusive with url.
+	URLFile string `yaml:"url_file"`
+	// Timeout bounds one delivery attempt. Default (and when 0) 5s.
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxAttempts bounds the attempts per message (network errors, 5xx and
+	// 429 are retried; other answers are not). Default (and when 0) 5.
+	MaxAttempts int `yaml:"max_attempts"`
+	// Backoff is the wait after the first failed attempt, doubled after
+	// each further one up to 30s; a Retry-After answer replaces it.
+	// Default (and when 0) 1s.
+	Backoff time.Duration `yaml:"backoff"`
+}
+
+// ServerTLS names the PEM certificate (chain) and key a server presents.
+// Both are required.
+type ServerTLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// ApproverOIDC configures the OIDC ID tokens that remote approvers present:
+// go-oidc checks the signature (the issuer's JWKS), issuer, audience and
+// expiry; the claims name the approver and their groups, which the policy's
+// approvers ("user:NAME", "group:NAME") are matched against.
+type ApproverOIDC struct {
+	// Issuer is the issuer URL (its discovery document is fetched). Required.
+	Issuer string `yaml:"issuer"`
+	// Audience is the client id the tokens must be issued for. Required.
+	Audience string `yaml:"audience"`
+	// GroupsClaim is the claim listing the approver's groups. Default "groups".
+	GroupsClaim string `yaml:"groups_claim"`
+	// UsernameClaim is the claim naming the approver; when a token lacks it,
+	// email, then sub. Default "preferred_username".
+	UsernameClaim string `yaml:"username_claim"`
 }
 
 // Load reads the config file at path and returns it parsed, defaulted and

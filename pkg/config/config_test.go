@@ -26,10 +26,13 @@ const secret = "s3cr3t-Hunter2-do-not-print"
 
 // fixture holds the files a test config refers to.
 type fixture struct {
-	dir    string // an existing directory
-	pwFile string // holds secret
-	ca     string // a PEM certificate
-	notPEM string // a file that is not PEM
+	dir     string // an existing directory
+	pwFile  string // holds secret
+	ca      string // a PEM certificate
+	notPEM  string // a file that is not PEM
+	cert    string // a PEM certificate ...
+	key     string // ... and its key
+	webhook string // holds a webhook URL whose path is secret
 }
 
 func newFixture(t testing.TB) fixture {
@@ -44,12 +47,39 @@ func newFixture(t testing.TB) fixture {
 	writeFile(t, f.pwFile, secret+"\n")
 	writeFile(t, f.ca, string(selfSignedPEM(t)))
 	writeFile(t, f.notPEM, "not a certificate\n")
+	f.cert, f.key, f.webhook = filepath.Join(dir, "control.pem"), filepath.Join(dir, "control.key"), filepath.Join(dir, "webhook")
+	cert, key := keyPairPEM(t)
+	writeFile(t, f.cert, string(cert))
+	writeFile(t, f.key, string(key))
+	writeFile(t, f.webhook, "https://hooks.example.com/services/T0/B0/"+secret+"\n")
 	return f
 }
 
-// render replaces $PW, $DIR, $CA and $NOTPEM in a test config with the fixture's paths.
+// keyPairPEM returns a self-signed server certificate and its key.
+func keyPairPEM(t testing.TB) (cert, key []byte) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "tollgate control"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+}
+
+// render replaces $PW, $DIR, $CA, $NOTPEM, $CERT, $KEY and $WEBHOOK in a
+// test config with the fixture's paths.
 func (f fixture) render(s string) string {
-	return strings.NewReplacer("$PW", f.pwFile, "$DIR", f.dir, "$CA", f.ca, "$NOTPEM", f.notPEM).Replace(s)
+	return strings.NewReplacer("$PW", f.pwFile, "$DIR", f.dir, "$CA", f.ca, "$NOTPEM", f.notPEM,
+		"$CERT", f.cert, "$KEY", f.key, "$WEBHOOK", f.webhook).Replace(s)
 }
 
 func writeFile(t testing.TB, path, content string) {
@@ -92,6 +122,9 @@ func TestParseFull(t *testing.T) {
 	data = []byte(strings.NewReplacer(
 		"/etc/tollgate/secrets/orders-db", f.pwFile,
 		"/etc/tollgate/ca/analytics.pem", f.ca,
+		"/etc/tollgate/secrets/approvals-webhook", f.webhook,
+		"/etc/tollgate/tls/control.pem", f.cert,
+		"/etc/tollgate/tls/control.key", f.key,
 	).Replace(string(data)))
 	t.Setenv("TOLLGATE_ANALYTICS_PASSWORD", "analytics-secret")
 
@@ -152,6 +185,18 @@ func TestParseFull(t *testing.T) {
 	if got, want := c.Line("targets[1].tls.ca_file"), 57; got != want {
 		t.Errorf("got Line(targets[1].tls.ca_file) %d; want %d", got, want)
 	}
+	wantApprovals := Approvals{
+		Timeout: 15 * time.Minute,
+		Webhook: Webhook{URL: "https://hooks.example.com/services/T0/B0/" + secret, URLFile: f.webhook,
+			Timeout: 5 * time.Second, MaxAttempts: 5, Backoff: time.Second},
+		Listen: "127.0.0.1:7443",
+		TLS:    ServerTLS{CertFile: f.cert, KeyFile: f.key},
+		OIDC: ApproverOIDC{Issuer: "https://login.example.com", Audience: "tollgate-approvals",
+			GroupsClaim: "groups", UsernameClaim: "preferred_username"},
+	}
+	if c.Approvals != wantApprovals {
+		t.Errorf("approvals:\ngot  %+v\nwant %+v", c.Approvals, wantApprovals)
+	}
 }
 
 func TestDefaults(t *testing.T) {
@@ -159,7 +204,7 @@ func TestDefaults(t *testing.T) {
 		{"empty file", ""},
 		{"comment only", "# nothing\n"},
 		{"empty mapping", "{}\n"},
-		{"null sections", "bpf:\nproxy:\npolicy: ~\naudit:\ntargets:\nidentities:\n"},
+		{"null sections", "bpf:\nproxy:\npolicy: ~\naudit:\ntargets:\nidentities:\napprovals:\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := Parse([]byte(tc.yaml), "tollgate.yaml")
@@ -173,6 +218,11 @@ func TestDefaults(t *testing.T) {
 				Proxy:         Proxy{Port: 15001, LinkLocal: "169.254.77.1", Mark: 0x70670001},
 				Policy:        Policy{Dir: "/etc/tollgate/policy"},
 				Audit:         Audit{Dir: "/var/lib/tollgate/audit", Durability: "batch"},
+				Approvals: Approvals{
+					Timeout: 10 * time.Minute,
+					Webhook: Webhook{Timeout: 5 * time.Second, MaxAttempts: 5, Backoff: time.Second},
+					OIDC:    ApproverOIDC{GroupsClaim: "groups", UsernameClaim: "preferred_username"},
+				},
 				ShutdownGrace: 10 * time.Second,
 			}
 			got := *c
@@ -329,6 +379,45 @@ var errorTests = []struct {
 		"tollgate.yaml:5: targets[0].tls.ca_file: open $DIR/missing.pem: no such file or directory"},
 	{"ca_file not pem", target + "    tls:\n      mode: require\n      ca_file: $NOTPEM\n",
 		"tollgate.yaml:7: targets[0].tls.ca_file: $NOTPEM holds no PEM certificate"},
+
+	// approvals
+	{"approvals unknown key", "approvals:\n  timout: 5m\n", `tollgate.yaml:2: unknown key "approvals.timout" (did you mean "timeout"?)`},
+	{"approvals timeout negative", "approvals:\n  timeout: -1m\n", "tollgate.yaml:2: approvals.timeout: is negative"},
+	{"approvals timeout type", "approvals:\n  timeout: 10\n", "tollgate.yaml:2: approvals.timeout: cannot unmarshal !!int `10` into time.Duration"},
+	{"webhook url not http", "approvals:\n  webhook:\n    url: ftp://hooks.example.com/" + secret + "\n",
+		"tollgate.yaml:3: approvals.webhook.url: is not an http(s) URL"},
+	{"webhook url and file", "approvals:\n  webhook:\n    url: https://x.example\n    url_file: $WEBHOOK\n",
+		"tollgate.yaml:2: approvals.webhook: url and url_file are mutually exclusive"},
+	{"webhook url_file missing", "approvals:\n  webhook: {url_file: $DIR/missing}\n",
+		"tollgate.yaml:2: approvals.webhook.url_file: open $DIR/missing: no such file or directory"},
+	{"webhook url_file not a url", "approvals:\n  webhook:\n    url_file: $PW\n",
+		"tollgate.yaml:3: approvals.webhook.url_file: $PW holds no http(s) URL"},
+	{"webhook max_attempts negative", "approvals:\n  webhook:\n    url: https://x.example\n    max_attempts: -1\n",
+		"tollgate.yaml:4: approvals.webhook.max_attempts: is negative"},
+	{"webhook backoff type", "approvals:\n  webhook:\n    backoff: soon\n",
+		"tollgate.yaml:3: approvals.webhook.backoff: cannot unmarshal !!str `soon` into time.Duration"},
+	{"listen without tls and oidc", "approvals:\n  listen: 127.0.0.1:7443\n",
+		"tollgate.yaml:1: approvals.tls: is required with listen"},
+	{"listen without oidc", "approvals:\n  listen: 127.0.0.1:7443\n  tls: {cert_file: $CERT, key_file: $KEY}\n",
+		"tollgate.yaml:1: approvals.oidc: is required with listen"},
+	{"listen bad port", "approvals:\n  listen: 127.0.0.1:99999\n  tls: {cert_file: $CERT, key_file: $KEY}\n  oidc: {issuer: https://i.example, audience: a}\n",
+		`tollgate.yaml:2: approvals.listen: "127.0.0.1:99999": port "99999" is not a number from 1 to 65535`},
+	{"listen no port", "approvals:\n  listen: 127.0.0.1\n  tls: {cert_file: $CERT, key_file: $KEY}\n  oidc: {issuer: https://i.example, audience: a}\n",
+		`tollgate.yaml:2: approvals.listen: "127.0.0.1" is not host:port: missing port in address`},
+	{"tls one file", "approvals:\n  listen: :7443\n  tls:\n    cert_file: $CERT\n  oidc: {issuer: https://i.example, audience: a}\n",
+		"tollgate.yaml:3: approvals.tls: set both cert_file and key_file"},
+	{"tls not a pair", "approvals:\n  listen: :7443\n  tls:\n    cert_file: $CERT\n    key_file: $CA\n  oidc: {issuer: https://i.example, audience: a}\n",
+		"tollgate.yaml:4: approvals.tls.cert_file: tls:"},
+	{"tls relative", "approvals:\n  listen: :7443\n  tls:\n    cert_file: control.pem\n    key_file: $KEY\n  oidc: {issuer: https://i.example, audience: a}\n",
+		`tollgate.yaml:4: approvals.tls.cert_file: "control.pem" is not an absolute path`},
+	{"tls without listen", "approvals:\n  tls: {cert_file: $CERT, key_file: $KEY}\n",
+		"tollgate.yaml:2: approvals.tls: is set but approvals.listen is empty"},
+	{"oidc without listen", "approvals:\n  oidc:\n    issuer: https://i.example\n",
+		"tollgate.yaml:2: approvals.oidc: is set but approvals.listen is empty"},
+	{"oidc bad issuer", "approvals:\n  listen: :7443\n  tls: {cert_file: $CERT, key_file: $KEY}\n  oidc:\n    issuer: login.example.com\n    audience: a\n",
+		`tollgate.yaml:5: approvals.oidc.issuer: "login.example.com" is not an http(s) issuer URL`},
+	{"oidc no audience", "approvals:\n  listen: :7443\n  tls: {cert_file: $CERT, key_file: $KEY}\n  oidc:\n    issuer: https://i.example\n",
+		"tollgate.yaml:4: approvals.oidc.audience: is empty"},
 }
 
 func TestErrors(t *testing.T) {
@@ -635,6 +724,20 @@ func TestAliasBomb(t *testing.T) {
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("took %v", d)
+	}
+}
+
+func TestApprovalsWebhookURL(t *testing.T) {
+	c, err := Parse([]byte("approvals:\n  webhook: {url: \"http://127.0.0.1:9/hook\", max_attempts: 3, backoff: 2s}\n"), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Webhook{URL: "http://127.0.0.1:9/hook", Timeout: 5 * time.Second, MaxAttempts: 3, Backoff: 2 * time.Second}
+	if c.Approvals.Webhook != want || c.Approvals.Listen != "" {
+		t.Errorf("approvals %+v; want webhook %+v", c.Approvals, want)
+	}
+	if got, want := c.Line("approvals.webhook.url"), 2; got != want {
+		t.Errorf("Line(approvals.webhook.url) = %d; want %d", got, want)
 	}
 }
 

@@ -1,9 +1,11 @@
 package config
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -35,6 +37,7 @@ func (c *Config) SetDefaults() {
 	c.Proxy.SetDefaults()
 	c.Policy.SetDefaults()
 	c.Audit.SetDefaults(c.StateDir)
+	c.Approvals.SetDefaults()
 	for i := range c.Targets {
 		c.Targets[i].SetDefaults()
 	}
@@ -58,6 +61,7 @@ func (c *Config) Validate() error {
 	c.Policy.validate(v, "policy")
 	// An audit.dir derived from a bad state_dir is reported once, at state_dir.
 	c.Audit.validate(v, "audit", !stateDirOK && c.Audit.Dir == filepath.Join(c.StateDir, "audit"))
+	c.Approvals.validate(v, "approvals")
 
 	idNames := map[string]int{}
 	for i := range c.Identities {
@@ -226,6 +230,139 @@ func (a *Audit) validate(v *checker, key string, skipDir bool) {
 			v.errorf(k, "needs dsn or dsn_file")
 		}
 	}
+}
+
+// SetDefaults sets Timeout to 10m, the webhook's Timeout to 5s,
+// MaxAttempts to 5 and Backoff to 1s, and the OIDC claims to "groups" and
+// "preferred_username" when zero.
+func (a *Approvals) SetDefaults() {
+	if a.Timeout == 0 {
+		a.Timeout = DefaultApprovalTimeout
+	}
+	w := &a.Webhook
+	if w.Timeout == 0 {
+		w.Timeout = DefaultWebhookTimeout
+	}
+	if w.MaxAttempts == 0 {
+		w.MaxAttempts = DefaultWebhookAttempts
+	}
+	if w.Backoff == 0 {
+		w.Backoff = DefaultWebhookBackoff
+	}
+	if a.OIDC.GroupsClaim == "" {
+		a.OIDC.GroupsClaim = DefaultGroupsClaim
+	}
+	if a.OIDC.UsernameClaim == "" {
+		a.OIDC.UsernameClaim = DefaultUsernameClaim
+	}
+}
+
+func (a *Approvals) validate(v *checker, key string) {
+	if a.Timeout < 0 {
+		v.errorf(key+".timeout", "is negative")
+	}
+	a.Webhook.validate(v, key+".webhook")
+
+	hasTLS := a.TLS.CertFile != "" || a.TLS.KeyFile != ""
+	hasOIDC := a.OIDC.Issuer != "" || a.OIDC.Audience != ""
+	if a.Listen == "" {
+		if hasTLS {
+			v.errorf(key+".tls", "is set but %s.listen is empty: nothing serves it", key)
+		}
+		if hasOIDC {
+			v.errorf(key+".oidc", "is set but %s.listen is empty: nothing serves it", key)
+		}
+		return
+	}
+	if err := checkListen(a.Listen); err != nil {
+		v.errorf(key+".listen", "%v", err)
+	}
+	switch {
+	case !hasTLS:
+		v.errorf(key+".tls", "is required with listen: set cert_file and key_file (remote approvers send tokens only over TLS)")
+	case a.TLS.CertFile == "" || a.TLS.KeyFile == "":
+		v.errorf(key+".tls", "set both cert_file and key_file")
+	default:
+		certOK := checkAbs(v, key+".tls.cert_file", a.TLS.CertFile)
+		keyOK := checkAbs(v, key+".tls.key_file", a.TLS.KeyFile)
+		if certOK && keyOK {
+			if _, err := tls.LoadX509KeyPair(a.TLS.CertFile, a.TLS.KeyFile); err != nil {
+				v.errorf(key+".tls.cert_file", "%v", err)
+			}
+		}
+	}
+	o := &a.OIDC
+	if !hasOIDC {
+		v.errorf(key+".oidc", "is required with listen: set issuer and audience (remote approvers present ID tokens)")
+		return
+	}
+	if u, err := url.Parse(o.Issuer); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		v.errorf(key+".oidc.issuer", "%q is not an http(s) issuer URL", o.Issuer)
+	}
+	if o.Audience == "" {
+		v.errorf(key+".oidc.audience", "is empty: tokens must be issued for this agent (the OIDC client id)")
+	}
+}
+
+func (w *Webhook) validate(v *checker, key string) {
+	switch {
+	case w.URL != "" && w.URLFile != "":
+		v.errorf(key, "url and url_file are mutually exclusive: set one")
+	case w.URLFile != "":
+		if !checkAbs(v, key+".url_file", w.URLFile) {
+			break
+		}
+		data, err := os.ReadFile(w.URLFile)
+		if err != nil {
+			v.errorf(key+".url_file", "%v", err)
+			break
+		}
+		w.URL = strings.TrimSpace(string(data))
+		if !isHTTPURL(w.URL) {
+			v.errorf(key+".url_file", "%s holds no http(s) URL", w.URLFile)
+		}
+	case w.URL != "":
+		if !isHTTPURL(w.URL) {
+			// Not quoted: a webhook URL may carry a token.
+			v.errorf(key+".url", "is not an http(s) URL")
+		}
+	}
+	if w.Timeout < 0 {
+		v.errorf(key+".timeout", "is negative")
+	}
+	if w.MaxAttempts < 0 {
+		v.errorf(key+".max_attempts", "is negative")
+	}
+	if w.Backoff < 0 {
+		v.errorf(key+".backoff", "is negative")
+	}
+}
+
+func isHTTPURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "https" || u.Scheme == "http") && u.Host != ""
+}
+
+// checkListen checks a listen address: host:port, where host is an IP, a
+// name or empty (every address).
+func checkListen(s string) error {
+	host, portStr, err := splitHostPort(s, "host:port", "[::1]:7443")
+	if err != nil {
+		return err
+	}
+	if _, err := parsePort(portStr); err != nil {
+		return fmt.Errorf("%q: %w", s, err)
+	}
+	if host == "" {
+		return nil
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return nil
+	}
+	if !isHostname(host) {
+		return fmt.Errorf("%q: %q is neither an IP address nor a host name", s, host)
+	}
+	return nil
 }
 
 func (id *Identity) validate(v *checker, key string) {

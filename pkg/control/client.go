@@ -3,14 +3,18 @@ package control
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 
+	"github.com/tollgate-dev/tollgate/approval"
 	"github.com/tollgate-dev/tollgate/audit"
 	"github.com/tollgate-dev/tollgate/l7"
 	"github.com/tollgate-dev/tollgate/pkg/identity"
@@ -26,16 +30,108 @@ var ErrBadRequest = errors.New("bad request")
 // ErrNotFound is returned for an unknown object (a session id, say).
 var ErrNotFound = errors.New("not found")
 
-// Client talks to an agent's control socket.
+// ErrUnauthorized is returned when the TCP control API refused the token.
+var ErrUnauthorized = errors.New("unauthorized")
+
+// ErrForbidden is returned when the agent refused the caller (an approver
+// deciding on their own statement, or not among its approvers).
+var ErrForbidden = errors.New("forbidden")
+
+// ErrStreamEnded is returned when the agent ended a watch (it shuts down,
+// or the watcher fell too far behind).
+var ErrStreamEnded = errors.New("the agent ended the stream")
+
+// APIError is an error reply of the control API. errors.Is matches it to
+// ErrNotFound (404), ErrBadRequest (400), ErrUnauthorized (401),
+// ErrForbidden (403) and, by Code, to the approval package's errors
+// (approval.ErrNotFound, ErrNotPending, ErrSelfApproval, ErrNotAllowed,
+// ErrReasonRequired, ErrBadScope).
+type APIError struct {
+	Status  int    // HTTP status code
+	Code    string // one of the Code constants, or ""
+	Message string // what the agent said
+}
+
+func (e *APIError) Error() string {
+	switch e.Status {
+	case http.StatusNotFound:
+		return "not found: " + e.Message
+	case http.StatusBadRequest:
+		return "bad request: " + e.Message
+	case http.StatusUnauthorized:
+		return "unauthorized: " + e.Message
+	case http.StatusForbidden, http.StatusConflict:
+		return e.Message
+	}
+	return fmt.Sprintf("control: %d %s: %s", e.Status, http.StatusText(e.Status), e.Message)
+}
+
+// Unwrap lets errors.Is find the sentinels that the status and code mean.
+func (e *APIError) Unwrap() []error {
+	var errs []error
+	switch e.Status {
+	case http.StatusNotFound:
+		errs = append(errs, ErrNotFound)
+	case http.StatusBadRequest:
+		errs = append(errs, ErrBadRequest)
+	case http.StatusUnauthorized:
+		errs = append(errs, ErrUnauthorized)
+	case http.StatusForbidden:
+		errs = append(errs, ErrForbidden)
+	}
+	switch e.Code {
+	case CodeNotFound:
+		errs = append(errs, approval.ErrNotFound)
+	case CodeNotPending:
+		errs = append(errs, approval.ErrNotPending)
+	case CodeSelfApproval:
+		errs = append(errs, approval.ErrSelfApproval)
+	case CodeNotAllowed:
+		errs = append(errs, approval.ErrNotAllowed)
+	case CodeReasonRequired:
+		errs = append(errs, approval.ErrReasonRequired)
+	case CodeBadScope:
+		errs = append(errs, approval.ErrBadScope)
+	}
+	return errs
+}
+
+// Client talks to an agent's control socket, or to its TCP control API.
 type Client struct {
-	socket string
+	socket string // unix socket path, or the base URL of a remote client
+	base   string // URL prefix of every request
+	token  string // bearer token (remote)
+	err    error  // why this client cannot work
 	hc     *http.Client
+}
+
+// NewRemoteClient returns a client of the TCP control API at baseURL
+// ("https://host:7443") that presents token (an OIDC ID token) and trusts
+// the server certificates tlsConf trusts (nil: the system roots). Only the
+// approvals and status calls are served there. baseURL must be https: the
+// token never travels in clear.
+func NewRemoteClient(baseURL, token string, tlsConf *tls.Config) *Client {
+	base := strings.TrimRight(baseURL, "/")
+	c := &Client{
+		socket: base,
+		base:   base,
+		token:  token,
+		hc: &http.Client{
+			Timeout:   30 * time.Second,
+			Transport: &http.Transport{TLSClientConfig: tlsConf, ForceAttemptHTTP2: true, Proxy: http.ProxyFromEnvironment},
+		},
+	}
+	if u, err := url.Parse(base); err != nil || u.Scheme != "https" || u.Host == "" {
+		c.err = fmt.Errorf("%w: server %q: want https://host:port", ErrBadRequest, baseURL)
+	}
+	return c
 }
 
 // NewClient returns a client for the socket at path.
 func NewClient(path string) *Client {
 	return &Client{
 		socket: path,
+		base:   "http://tollgate",
 		hc: &http.Client{
 			Timeout: 30 * time.Second,
 			Transport: &http.Transport{
@@ -99,38 +195,94 @@ func (c *Client) SessionRecords(ctx context.Context, id string, follow bool, fn 
 	if follow {
 		path += "?follow=1"
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://tollgate"+path, nil)
+	err := c.stream(ctx, path, func(dec *json.Decoder) error {
+		var r audit.Record
+		if err := dec.Decode(&r); err != nil {
+			return err
+		}
+		return fn(r)
+	})
+	if errors.Is(err, ErrStreamEnded) {
+		return nil
+	}
+	return err
+}
+
+// Approvals lists the pending approval requests, then the recently decided.
+func (c *Client) Approvals(ctx context.Context) ([]approval.Request, error) {
+	var l []approval.Request
+	return l, c.get(ctx, "/v1/approvals", &l)
+}
+
+// Approval returns one approval request.
+func (c *Client) Approval(ctx context.Context, id string) (approval.Request, error) {
+	var r approval.Request
+	return r, c.get(ctx, "/v1/approvals/"+url.PathEscape(id), &r)
+}
+
+// Approve approves a pending request as the caller (the peer's uid on the
+// socket, the token's user remotely). scope "" is what the policy asked
+// for; window > 0 makes a window grant for that long. It returns the
+// request as decided.
+func (c *Client) Approve(ctx context.Context, id, reason, scope string, window time.Duration) (approval.Request, error) {
+	body := ApproveBody{Reason: reason, Scope: scope}
+	if window > 0 {
+		body.For = window.String()
+	}
+	raw, _ := json.Marshal(body)
+	var r approval.Request
+	return r, c.do(ctx, http.MethodPost, "/v1/approvals/"+url.PathEscape(id)+"/approve", raw, &r)
+}
+
+// Deny denies a pending request as the caller; reason is required and the
+// held statement's client sees it.
+func (c *Client) Deny(ctx context.Context, id, reason string) (approval.Request, error) {
+	raw, _ := json.Marshal(DenyBody{Reason: reason})
+	var r approval.Request
+	return r, c.do(ctx, http.MethodPost, "/v1/approvals/"+url.PathEscape(id)+"/deny", raw, &r)
+}
+
+// WatchApprovals hands fn the pending requests, then each new or changed
+// request as it happens, until ctx ends (it returns ctx's error), fn fails,
+// or the agent ends the stream (ErrStreamEnded).
+func (c *Client) WatchApprovals(ctx context.Context, fn func(approval.Request) error) error {
+	return c.stream(ctx, "/v1/approvals?watch=1", func(dec *json.Decoder) error {
+		var r approval.Request
+		if err := dec.Decode(&r); err != nil {
+			return err
+		}
+		return fn(r)
+	})
+}
+
+// stream GETs path and calls next until it fails; at the end of the body it
+// returns ErrStreamEnded, and ctx's error once ctx ended.
+func (c *Client) stream(ctx context.Context, path string, next func(*json.Decoder) error) error {
+	resp, err := c.send(ctx, http.MethodGet, path, nil, 0)
 	if err != nil {
 		return err
 	}
-	hc := *c.hc
-	hc.Timeout = 0 // a watch lasts as long as the session
-	resp, err := hc.Do(req)
-	if err != nil {
-		var op *net.OpError
-		if errors.As(err, &op) && op.Op == "dial" {
-			return fmt.Errorf("%w: %s: %v", ErrAgentDown, c.socket, op.Err)
-		}
-		return fmt.Errorf("control: %w", err)
-	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		var ae apiError
-		json.NewDecoder(resp.Body).Decode(&ae)
-		return fmt.Errorf("control: %s: %s", resp.Status, ae.Error)
+		reply, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return replyError(resp.StatusCode, reply)
 	}
 	dec := json.NewDecoder(resp.Body)
 	for {
-		var r audit.Record
-		if err := dec.Decode(&r); err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return fmt.Errorf("control: read records: %w", err)
+		err := next(dec)
+		switch {
+		case err == nil:
+			continue
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, io.EOF):
+			return ErrStreamEnded
 		}
-		if err := fn(r); err != nil {
-			return err
+		var se *json.SyntaxError
+		if errors.As(err, &se) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return fmt.Errorf("control: read stream: %w", err)
 		}
+		return err
 	}
 }
 
@@ -142,21 +294,9 @@ func (c *Client) get(ctx context.Context, path string, out any) error {
 }
 
 func (c *Client) do(ctx context.Context, method, path string, body []byte, out any) error {
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://tollgate"+path, rd)
+	resp, err := c.send(ctx, method, path, body, c.hc.Timeout)
 	if err != nil {
 		return err
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		var op *net.OpError
-		if errors.As(err, &op) && op.Op == "dial" {
-			return fmt.Errorf("%w: %s: %v", ErrAgentDown, c.socket, op.Err)
-		}
-		return fmt.Errorf("control: %w", err)
 	}
 	defer resp.Body.Close()
 	reply, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
@@ -164,15 +304,7 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 		return fmt.Errorf("control: read reply: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		var ae apiError
-		json.Unmarshal(reply, &ae)
-		if resp.StatusCode == http.StatusNotFound {
-			return fmt.Errorf("%w: %s", ErrNotFound, ae.Error)
-		}
-		if resp.StatusCode == http.StatusBadRequest {
-			return fmt.Errorf("%w: %s", ErrBadRequest, ae.Error)
-		}
-		return fmt.Errorf("control: %s: %s", resp.Status, ae.Error)
+		return replyError(resp.StatusCode, reply)
 	}
 	if raw, ok := out.(*rawBody); ok {
 		*raw = reply
@@ -182,4 +314,53 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 		return fmt.Errorf("control: decode reply: %w", err)
 	}
 	return nil
+}
+
+// send makes one request; timeout 0 lets it last as long as ctx (streams).
+func (c *Client) send(ctx context.Context, method, path string, body []byte, timeout time.Duration) (*http.Response, error) {
+	if c.err != nil {
+		return nil, c.err
+	}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	hc := c.hc
+	if timeout != hc.Timeout {
+		copied := *hc
+		copied.Timeout = timeout
+		hc = &copied
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			return nil, fmt.Errorf("%w: %s: %v", ErrAgentDown, c.socket, op.Err)
+		}
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("control: %s: %w", c.socket, err)
+	}
+	return resp, nil
+}
+
+// replyError turns an error reply into an *APIError.
+func replyError(status int, reply []byte) error {
+	var ae apiError
+	if json.Unmarshal(reply, &ae) != nil || ae.Error == "" {
+		ae.Error = strings.TrimSpace(string(reply))
+	}
+	return &APIError{Status: status, Code: ae.Code, Message: ae.Error}
 }

@@ -1,6 +1,8 @@
 // Package control is the agent's control API: JSON over HTTP on a unix
 // socket that only root (and an optional group) may open, and its client,
-// which tollctl uses. Every request carries the caller's peer credentials.
+// which tollctl uses. Every request on the socket carries the caller's peer
+// credentials. For remote approvers, ListenTCP serves the approvals routes
+// (and status) over TLS to callers that present an OIDC ID token.
 package control
 
 import (
@@ -9,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -16,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tollgate-dev/tollgate/approval"
 	"github.com/tollgate-dev/tollgate/audit"
 	"github.com/tollgate-dev/tollgate/l7"
 	"github.com/tollgate-dev/tollgate/pkg/identity"
@@ -83,7 +87,8 @@ type KernelCounters struct {
 	NotConfigured uint64 `json:"not_configured"`
 }
 
-// Backend is what the server asks the agent.
+// Backend is what the server asks the agent. A Backend that also
+// implements ApprovalBackend serves the approvals routes.
 type Backend interface {
 	Status() Status
 	Sessions() []l7.SessionInfo
@@ -150,7 +155,6 @@ func Listen(path string, gid int, b Backend) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("control: chmod socket: %w", err)
 	}
-	s := &Server{b: b, ln: ln, path: path}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, b.Status()) })
 	mux.HandleFunc("GET /v1/sessions", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, b.Sessions()) })
@@ -213,18 +217,44 @@ func Listen(path string, gid int, b Backend) (*Server, error) {
 		}
 		writeJSON(w, http.StatusOK, si)
 	})
-	s.srv = &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if p, err := peerOf(c); err == nil {
-				ctx = context.WithValue(ctx, peerKey{}, p)
-			}
-			return ctx
-		},
+	handleApprovals(mux, b, func(r *http.Request) (approval.Approver, error) {
+		p, ok := PeerFrom(r.Context())
+		if !ok {
+			return approval.Approver{}, errors.New("no peer credentials on this connection")
+		}
+		return approval.LocalApprover(p.UID), nil
+	})
+	s := newServer(b, ln, mux)
+	s.path = path
+	s.srv.ConnContext = func(ctx context.Context, c net.Conn) context.Context {
+		if p, err := peerOf(c); err == nil {
+			ctx = context.WithValue(ctx, peerKey{}, p)
+		}
+		return ctx
 	}
 	return s, nil
 }
+
+// newServer returns a server of h on ln. Shutdown cancels the requests'
+// contexts, which ends the streams (watches, follows) that would otherwise
+// keep it waiting.
+func newServer(b Backend, ln net.Listener, h http.Handler) *Server {
+	base, cancel := context.WithCancel(context.Background())
+	s := &Server{b: b, ln: ln}
+	s.srv = &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return base },
+		// The library never logs: failed TLS handshakes from the network
+		// and the like are the caller's to count, not stderr's to print.
+		ErrorLog: log.New(io.Discard, "", 0),
+	}
+	s.srv.RegisterOnShutdown(cancel)
+	return s
+}
+
+// Addr is the address the server listens on.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
 // Serve serves until Shutdown.
 func (s *Server) Serve() error {
@@ -234,10 +264,12 @@ func (s *Server) Serve() error {
 	return nil
 }
 
-// Shutdown stops the server and removes the socket.
+// Shutdown stops the server and removes the socket, if it has one.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.srv.Shutdown(ctx)
-	os.Remove(s.path)
+	if s.path != "" {
+		os.Remove(s.path)
+	}
 	return err
 }
 
@@ -261,8 +293,11 @@ func peerOf(c net.Conn) (Peer, error) {
 	return Peer{PID: cred.Pid, UID: cred.Uid, GID: cred.Gid}, nil
 }
 
+// apiError is the body of every error reply. Code, when set, names the
+// error for programs (see APIError).
 type apiError struct {
 	Error string `json:"error"`
+	Code  string `json:"code,omitempty"`
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
