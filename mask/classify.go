@@ -23,15 +23,15 @@ const (
 // classifierLabels maps each classifier name to the evidence label of its
 // matches, built once so that Apply adds no string per value.
 var classifierLabels = map[string]string{
-	Email:         "classifier:" + Email,
-	CreditCard:    "classifier:" + CreditCard,
-	IBAN:          "classifier:" + IBAN,
-	USSSN:         "classifier:" + USSSN,
-	Phone:         "classifier:" + Phone,
-	IPv4:          "classifier:" + IPv4,
-	JWT:           "classifier:" + JWT,
-	CloudAPIKey:   "classifier:" + CloudAPIKey,
-	PEMPrivateKey: "classifier:" + PEMPrivateKey,
+	Email:         classifierLabelPrefix + Email,
+	CreditCard:    classifierLabelPrefix + CreditCard,
+	IBAN:          classifierLabelPrefix + IBAN,
+	USSSN:         classifierLabelPrefix + USSSN,
+	Phone:         classifierLabelPrefix + Phone,
+	IPv4:          classifierLabelPrefix + IPv4,
+	JWT:           classifierLabelPrefix + JWT,
+	CloudAPIKey:   classifierLabelPrefix + CloudAPIKey,
+	PEMPrivateKey: classifierLabelPrefix + PEMPrivateKey,
 }
 
 var classifierNames = func() []string {
