@@ -133,6 +133,9 @@ func (m *Masker) Mask(dst []byte, meth *Method, col Column, value []byte) (out [
 	if null {
 		return nil, true, nil
 	}
+	if out == nil {
+		out = []byte{} // empty, not NULL
+	}
 	return out, false, nil
 }
 
