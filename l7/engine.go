@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/tollgate-dev/tollgate/approval"
 	"github.com/tollgate-dev/tollgate/pkg/config"
 	"github.com/tollgate-dev/tollgate/policy"
 )
@@ -44,6 +45,39 @@ type Deps struct {
 	Policy Policy
 	// Journal is the audit journal. Nil only in tests of an engine alone.
 	Journal Journal
+	// Approvals holds requests whose decision requires a human's approval
+	// until one decides. Nil: such requests are denied.
+	Approvals Approvals
+}
+
+// Approvals holds a request until a human approves or denies it (the
+// approval package's Broker).
+type Approvals interface {
+	Hold(ctx context.Context, a approval.Ask) approval.Outcome
+}
+
+// Ask builds the approval request for a statement of session s that the
+// decision d says needs approval.
+func Ask(s *Session, d policy.Decision, sql string) approval.Ask {
+	id := s.Identity()
+	origin := id.Cgroup
+	if id.Pod != nil {
+		origin = "pod " + id.Pod.UID
+	}
+	if id.Exe != "" {
+		origin += " (" + id.Exe + ")"
+	}
+	a := approval.Ask{
+		SessionID: s.ID, Identity: id.Name, UID: id.UID, User: id.User, PID: int(id.PID), Origin: origin,
+		SQL: sql, Reason: d.Reason,
+	}
+	if s.Target != nil {
+		a.Target = s.Target.Name
+	}
+	if d.Approval != nil {
+		a.Approvers, a.Scope, a.Timeout = d.Approval.Approvers, d.Approval.Scope, d.Approval.TimeoutDuration()
+	}
+	return a
 }
 
 // Journal is where engines record what they let through and why.

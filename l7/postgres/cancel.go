@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -31,6 +32,22 @@ type cancelTarget struct {
 	pid    uint32      // the upstream's BackendKeyData
 	secret []byte      //
 	tls    *tls.Config // the session's upstream TLS config; nil without TLS
+
+	// deciding cancels the decision the session waits for (an approval),
+	// nil when none is under way.
+	deciding atomic.Pointer[context.CancelCauseFunc]
+}
+
+// errCanceledByClient ends a decision the client canceled.
+var errCanceledByClient = errors.New("canceled by the client")
+
+// cancelDecision ends the decision the session waits for, if any.
+func (t *cancelTarget) cancelDecision() bool {
+	if stop := t.deciding.Load(); stop != nil {
+		(*stop)(errCanceledByClient)
+		return true
+	}
+	return false
 }
 
 // cancels maps the keys minted for live sessions to their upstreams. It is
@@ -70,6 +87,16 @@ func forgetCancel(k cancelKey) {
 	}
 }
 
+// cancelTargetOf returns the target registered under k.
+func cancelTargetOf(k cancelKey) *cancelTarget {
+	cancels.Lock()
+	defer cancels.Unlock()
+	if e, ok := cancels.m[k.pid]; ok && e.secret == k.secret {
+		return e.target
+	}
+	return nil
+}
+
 // lookupCancel returns the upstream of the session with this key.
 func lookupCancel(pid uint32, secret []byte) (*cancelTarget, bool) {
 	if len(secret) != 4 {
@@ -94,6 +121,9 @@ func (e *engine) serveCancel(ctx context.Context, m *pgproto3.CancelRequest) {
 		e.log.Debug("cancel request for no live session")
 		return
 	}
+	// A statement held for a decision has not reached the upstream: the
+	// wait ends. What runs upstream is canceled too, as the client asked.
+	t.cancelDecision()
 	ctx, cancel := context.WithTimeout(ctx, cancelTimeout)
 	defer cancel()
 	if err := t.send(ctx); err != nil {

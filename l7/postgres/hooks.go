@@ -57,6 +57,13 @@ type Decision struct {
 	// AuditSeq is the sequence number of the decision's audit record (0
 	// when no journal is kept).
 	AuditSeq uint64
+
+	// mask is what masking found before the statement ran (nil: nothing
+	// to mask).
+	mask *maskPlan
+	// sqlstate replaces 42501 as the code of the refusal (57014 for a
+	// decision the client canceled).
+	sqlstate string
 }
 
 // Decider decides whether a request may go to the upstream. Decide is called
@@ -92,6 +99,10 @@ type Result struct {
 	// when the server sent no RowDescription for this result and none was
 	// kept from an earlier Describe of the statement.
 	Fields []pgproto3.FieldDescription
+	// Index is the 0-based index, within a simple Query of several
+	// statements, of the statement that produced the result (0 in the
+	// extended protocol).
+	Index int
 }
 
 // RowHook sees, and may rewrite, the result rows the upstream sends the
@@ -101,6 +112,9 @@ type Result struct {
 // with a FATAL error to the client: a result the hook cannot handle is
 // never passed on unchanged.
 type RowHook interface {
+	// Wants reports whether the hook sees the result's rows; those of a
+	// result it does not want pass unchanged.
+	Wants(r *Result) bool
 	// OnRowDescription returns the description to send the client in place
 	// of desc (desc itself, for no change). r.Fields is desc's fields with
 	// the result formats applied.
@@ -109,8 +123,21 @@ type RowHook interface {
 	OnDataRow(s *l7.Session, r *Result, row *pgproto3.DataRow) (*pgproto3.DataRow, error)
 }
 
+// CopyHook is a RowHook that also sees the rows of COPY ... TO STDOUT. A
+// COPY result that a RowHook wants, when the hook is no CopyHook, ends the
+// session: its rows are never passed on unchanged.
+type CopyHook interface {
+	// OnCopyOut is called at CopyOutResponse.
+	OnCopyOut(s *l7.Session, r *Result) error
+	// OnCopyData returns the data to send the client in place of one
+	// CopyData's (one row, as PostgreSQL sends them).
+	OnCopyData(s *l7.Session, r *Result, data []byte) ([]byte, error)
+}
+
 // identityRows is the default RowHook: it changes nothing.
 type identityRows struct{}
+
+func (identityRows) Wants(*Result) bool { return false }
 
 func (identityRows) OnRowDescription(_ *l7.Session, _ *Result, d *pgproto3.RowDescription) (*pgproto3.RowDescription, error) {
 	return d, nil

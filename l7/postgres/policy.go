@@ -20,6 +20,9 @@ import (
 type PolicyDecider struct {
 	Policy   l7.Policy
 	Analyzer *sqlinfo.Analyzer
+	// Approvals holds statements whose decision requires approval; nil:
+	// they are denied.
+	Approvals l7.Approvals
 }
 
 var _ Decider = PolicyDecider{}
@@ -42,7 +45,7 @@ func (p PolicyDecider) Decide(ctx context.Context, s *l7.Session, r Request) Dec
 			Commands:  []string{"FUNCTION CALL"},
 			Functions: []string{"oid:" + strconv.FormatUint(uint64(r.FunctionOID), 10)},
 		}
-		return fromPolicy(p.Policy.Decide(ctx, in))
+		return p.approve(ctx, s, p.Policy.Decide(ctx, in), "FunctionCall "+in.Request.Functions[0])
 	}
 
 	stmts, err := p.Analyzer.Analyze(r.SQL)
@@ -66,7 +69,7 @@ func (p PolicyDecider) Decide(ctx context.Context, s *l7.Session, r Request) Dec
 		for j, t := range st.Tables {
 			in.Request.Tables[j] = policy.Table{Schema: t.Schema, Name: t.Name, Access: t.Access}
 		}
-		d := fromPolicy(p.Policy.Decide(ctx, in))
+		d := p.approve(ctx, s, p.Policy.Decide(ctx, in), st.SQL)
 		if !d.Allow {
 			if len(stmts) > 1 {
 				d.Reason = fmt.Sprintf("statement %d of %d: %s (none of them ran)", i+1, len(stmts), d.Reason)
@@ -81,6 +84,27 @@ func (p PolicyDecider) Decide(ctx context.Context, s *l7.Session, r Request) Dec
 		out.PolicyVersion = d.PolicyVersion
 	}
 	return out
+}
+
+// approve turns a statement's policy decision into the engine's: one that
+// requires approval waits here until a human decides, the request expires
+// or the session ends.
+func (p PolicyDecider) approve(ctx context.Context, s *l7.Session, pd policy.Decision, sql string) Decision {
+	if !pd.NeedsApproval() || p.Approvals == nil {
+		return fromPolicy(pd)
+	}
+	out := p.Approvals.Hold(ctx, l7.Ask(s, pd, sql))
+	d := Decision{Allow: out.Approved, Mask: pd.Mask, Record: pd.Record, PolicyVersion: pd.PolicyVersion}
+	if !d.Allow {
+		d.Reason = "approval " + string(out.State)
+		if out.By != "" {
+			d.Reason += " by " + out.By
+		}
+		if out.Reason != "" {
+			d.Reason += ": " + out.Reason
+		}
+	}
+	return d
 }
 
 func fromPolicy(pd policy.Decision) Decision {

@@ -2,11 +2,13 @@ package postgres
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/tollgate-dev/tollgate/l7"
 	"github.com/tollgate-dev/tollgate/l7/postgres/sqlinfo"
+	"github.com/tollgate-dev/tollgate/mask"
 	"github.com/tollgate-dev/tollgate/pkg/config"
 	"github.com/tollgate-dev/tollgate/pkg/logfields"
 	"github.com/tollgate-dev/tollgate/pkg/tokens"
@@ -41,13 +44,22 @@ func init() {
 		opts := []Option{WithIdleTimeout(t.IdleTimeout)}
 		var dec Decider = AllowAll
 		if d.Policy != nil {
-			dec = PolicyDecider{Policy: d.Policy, Analyzer: sharedAnalyzer()}
+			dec = PolicyDecider{Policy: d.Policy, Analyzer: sharedAnalyzer(), Approvals: d.Approvals}
 		}
+		key, err := maskKey(d.StateDir)
+		if err != nil {
+			return nil, fmt.Errorf("target %q: %w", t.Name, err)
+		}
+		// The masking check may deny: it runs before the journal records
+		// the decision.
+		m := newMasking(key, d.Journal, sharedAnalyzer())
+		dec = maskingDecider{next: dec, m: m}
+		var rec Recorder = nopRecorder{}
 		if d.Journal != nil {
 			dec = journalingDecider{next: dec, journal: d.Journal}
-			opts = append(opts, WithRecorder(auditRecorder{journal: d.Journal}))
+			rec = auditRecorder{journal: d.Journal}
 		}
-		return New(t, d, append(opts, WithDecider(dec))...)
+		return New(t, d, append(opts, WithDecider(dec), WithRecorder(rec), withMasking(m, false))...)
 	})
 }
 
@@ -65,6 +77,19 @@ func WithRowHook(h RowHook) Option { return func(e *engine) { e.rows = h } }
 // WithRecorder sets the Recorder of session facts and statements. Default:
 // none.
 func WithRecorder(r Recorder) Option { return func(e *engine) { e.recorder = r } }
+
+// WithMasking masks result values as the decisions' mask rules say, with
+// key for the hash method and the evidence digests, writing the evidence
+// to j when it is not nil (see masking.go). The masking check runs after
+// the engine's Decider. The daemon's engines mask always, with the host
+// key in state_dir.
+func WithMasking(key []byte, j l7.Journal) Option {
+	return withMasking(newMasking(key, j, sharedAnalyzer()), true)
+}
+
+func withMasking(m *masking, wrap bool) Option {
+	return func(e *engine) { e.masking, e.wrapMasking = m, wrap }
+}
 
 // WithClock sets the clock statements are timed with. Default: time.Now.
 func WithClock(now func() time.Time) Option { return func(e *engine) { e.now = now } }
@@ -107,6 +132,9 @@ type engine struct {
 	clientTLS      *tls.Config
 	idleTimeout    time.Duration
 	tokens         *tokens.Verifier // the client presents a workload token; nil: nothing asked
+
+	masking     *masking
+	wrapMasking bool // the masking check wraps decider (WithMasking)
 }
 
 var _ l7.Engine = (*engine)(nil)
@@ -160,11 +188,34 @@ func New(t *config.Target, d l7.Deps, opts ...Option) (l7.Engine, error) {
 	if e.recorder == nil {
 		e.recorder = nopRecorder{}
 	}
+	if m := e.masking; m != nil {
+		m.e = e
+		if e.wrapMasking {
+			e.decider = maskingDecider{next: e.decider, m: m}
+		}
+		e.rows = m
+		e.recorder = teeRecorder{e.recorder, m}
+	}
 	e.recorder = teeRecorder{sessionRecorder{}, e.recorder}
 	return e, nil
 }
 
 var errNoDial = errors.New("no upstream dialer")
+
+// maskKey is the host's masking key, kept in stateDir (a key for this
+// process only when there is none: tests of an engine alone).
+func maskKey(stateDir string) ([]byte, error) {
+	if stateDir == "" {
+		key := make([]byte, 32)
+		rand.Read(key)
+		return key, nil
+	}
+	key, err := mask.LoadOrCreateKey(filepath.Join(stateDir, "mask.key"))
+	if err != nil {
+		return nil, fmt.Errorf("masking key: %w", err)
+	}
+	return key, nil
+}
 
 // Serve runs the PostgreSQL session on client: the startup (SSLRequest,
 // cancel requests), the upstream login (with the target's credentials, or

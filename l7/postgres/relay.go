@@ -45,8 +45,10 @@ type relay struct {
 	txStatus atomic.Uint32         // of the last ReadyForQuery: 'I', 'T' or 'E'
 	ended    atomic.Pointer[error] // why the client loop sent Terminate upstream
 	clientIn *flushReader          // reads the client, and keeps when it last did
+	cancel   *cancelTarget         // the session's cancel key's target; nil in tests without one
 
 	// The server loop's.
+	copyOut   *Result                // a COPY TO STDOUT whose rows the row hook sees
 	stmts     map[string]*stmtInfo   // prepared statements by name
 	portals   map[string]*portalInfo // portals by name
 	lastFatal bool                   // the last message to the client was a FATAL error
@@ -69,6 +71,7 @@ type request struct {
 
 	// Filled in by the server loop.
 	result    *Result
+	done      int // statements of a Query that ended (CommandComplete, EmptyQueryResponse)
 	commands  []string
 	rows      int64
 	code, msg string
@@ -96,6 +99,7 @@ func newRelay(e *engine, s *l7.Session, state *sessionState, st *clientStartup, 
 		portals: map[string]*portalInfo{},
 	}
 	r.txStatus.Store(uint32(up.txStatus))
+	r.cancel = cancelTargetOf(up.key)
 	r.uw = &msgWriter{w: up.conn, n: &s.BytesIn}
 	r.cw = &msgWriter{w: st.conn, n: &s.BytesOut}
 	r.clientIn = &flushReader{r: st.r, w: r.uw, stamp: e.idleTimeout > 0}
@@ -309,7 +313,17 @@ func (r *relay) decide(q *request, req Request) error {
 		return upstreamWriteError(err)
 	}
 	req.Facts = r.state.snapshot()
-	q.dec = r.e.decider.Decide(r.ctx, r.s, req)
+	ctx, stop := context.WithCancelCause(r.ctx)
+	defer stop(nil)
+	if r.cancel != nil {
+		r.cancel.deciding.Store(&stop)
+		defer r.cancel.deciding.Store(nil)
+	}
+	q.dec = r.e.decider.Decide(ctx, r.s, req)
+	if errors.Is(context.Cause(ctx), errCanceledByClient) && r.ctx.Err() == nil {
+		q.dec = Decision{Reason: "canceling statement due to user request", sqlstate: codeQueryCanceled,
+			Record: q.dec.Record, PolicyVersion: q.dec.PolicyVersion, AuditSeq: q.dec.AuditSeq}
+	}
 	q.denied = !q.dec.Allow
 	q.start = r.e.now()
 	if err := r.ctx.Err(); err != nil {
@@ -433,8 +447,11 @@ func (r *relay) fromServer(msg pgproto3.BackendMessage) (encoder, error) {
 		if r.e.rows == nil {
 			return m, nil
 		}
-		h := r.head()
-		row, err := r.e.rows.OnDataRow(r.s, r.resultOf(h), m)
+		res := r.resultOf(r.head())
+		if !r.e.rows.Wants(res) {
+			return m, nil
+		}
+		row, err := r.e.rows.OnDataRow(r.s, res, m)
 		if err != nil {
 			return nil, hookError(err)
 		}
@@ -458,7 +475,7 @@ func (r *relay) fromServer(msg pgproto3.BackendMessage) (encoder, error) {
 				res = r.portalResult(pi)
 			}
 		case h.kind == 'Q':
-			h.result = &Result{SQL: h.sql, Decision: h.dec, Fields: copyFields(m.Fields)}
+			h.result = &Result{SQL: h.sql, Decision: h.dec, Fields: copyFields(m.Fields), Index: h.done}
 			res = h.result
 		}
 		if r.e.rows == nil {
@@ -466,6 +483,9 @@ func (r *relay) fromServer(msg pgproto3.BackendMessage) (encoder, error) {
 		}
 		if res == nil {
 			res = &Result{Fields: m.Fields}
+		}
+		if !r.e.rows.Wants(res) {
+			return m, nil
 		}
 		d, err := r.e.rows.OnRowDescription(r.s, res, m)
 		if err != nil {
@@ -482,6 +502,7 @@ func (r *relay) fromServer(msg pgproto3.BackendMessage) (encoder, error) {
 		case 'Q':
 			h.addCommand(m.CommandTag)
 			h.result = nil
+			h.done++
 		case 'E':
 			r.pop()
 			h.addCommand(m.CommandTag)
@@ -490,6 +511,9 @@ func (r *relay) fromServer(msg pgproto3.BackendMessage) (encoder, error) {
 		return m, nil
 
 	case *pgproto3.EmptyQueryResponse, *pgproto3.PortalSuspended:
+		if h := r.head(); h != nil && h.kind == 'Q' {
+			h.done++
+		}
 		if h := r.head(); h != nil && h.kind == 'E' {
 			r.pop()
 			_, h.suspended = m.(*pgproto3.PortalSuspended)
@@ -551,13 +575,50 @@ func (r *relay) fromServer(msg pgproto3.BackendMessage) (encoder, error) {
 	case *pgproto3.BackendKeyData:
 		return nil, nil // the client has the proxy's key; never the upstream's
 
+	case *pgproto3.CopyOutResponse:
+		return m, r.copyOutStart()
+
+	case *pgproto3.CopyData:
+		if r.copyOut == nil {
+			return m, nil
+		}
+		data, err := r.e.rows.(CopyHook).OnCopyData(r.s, r.copyOut, m.Data)
+		if err != nil {
+			return nil, hookError(err)
+		}
+		return &pgproto3.CopyData{Data: data}, nil
+
+	case *pgproto3.CopyDone:
+		r.copyOut = nil
+		return m, nil
+
 	case *pgproto3.ParameterDescription, *pgproto3.NoticeResponse, *pgproto3.NotificationResponse,
-		*pgproto3.CopyInResponse, *pgproto3.CopyOutResponse, *pgproto3.CopyBothResponse,
-		*pgproto3.CopyData, *pgproto3.CopyDone, *pgproto3.FunctionCallResponse:
+		*pgproto3.CopyInResponse, *pgproto3.CopyBothResponse, *pgproto3.FunctionCallResponse:
 		return msg, nil
 	}
 	return nil, &fatalError{code: codeProtocolViolation, msg: "tollgate: unexpected message from the upstream server",
 		err: fmt.Errorf("unexpected %T after startup", msg)}
+}
+
+// copyOutStart lets the row hook see the rows of a COPY TO STDOUT whose
+// result it wants; a hook that cannot see them ends the session.
+func (r *relay) copyOutStart() error {
+	if r.e.rows == nil {
+		return nil
+	}
+	res := r.resultOf(r.head())
+	if !r.e.rows.Wants(res) {
+		return nil
+	}
+	ch, ok := r.e.rows.(CopyHook)
+	if !ok {
+		return hookError(errors.New("the rows of this COPY cannot be passed to the row hook"))
+	}
+	if err := ch.OnCopyOut(r.s, res); err != nil {
+		return hookError(err)
+	}
+	r.copyOut = res
+	return nil
 }
 
 // serverError handles an ErrorResponse: a denied request's error becomes the
@@ -574,6 +635,9 @@ func (r *relay) serverError(m *pgproto3.ErrorResponse) encoder {
 	var out encoder = m
 	if h.denied && h.code == "" && (h.kind == 'Q' || h.kind == 'P' || h.kind == 'F') {
 		d := errorResponse("ERROR", codeInsufficientPrivilege, denialMessage(h.dec.Reason))
+		if h.dec.sqlstate != "" {
+			d.Code, d.Message = h.dec.sqlstate, h.dec.Reason
+		}
 		d.Detail = fmt.Sprintf("tollgate did not forward this statement to target %q.", r.e.target.Name)
 		out = d
 		h.code, h.msg = d.Code, d.Message
@@ -652,7 +716,7 @@ func (r *relay) resultOf(h *request) *Result {
 		if h.result != nil {
 			return h.result
 		}
-		return &Result{SQL: h.sql, Decision: h.dec}
+		return &Result{SQL: h.sql, Decision: h.dec, Index: h.done}
 	case h.kind == 'E':
 		if h.result == nil {
 			if pi := r.portals[h.name]; pi != nil {

@@ -611,6 +611,8 @@ type maskHook struct {
 	fail    bool
 }
 
+func (h *maskHook) Wants(*postgres.Result) bool { return true }
+
 func (h *maskHook) OnRowDescription(_ *l7.Session, _ *postgres.Result, d *pgproto3.RowDescription) (*pgproto3.RowDescription, error) {
 	return d, nil
 }

@@ -24,6 +24,7 @@ const (
 	codeIdleSessionTimeout       = "57P05"
 	codeIdleInTransactionTimeout = "25P03"
 	codeInternalError            = "XX000"
+	codeQueryCanceled            = "57014"
 )
 
 // encoder is a pgproto3 message.

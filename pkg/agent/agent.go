@@ -26,6 +26,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/tollgate-dev/tollgate/approval"
 	"github.com/tollgate-dev/tollgate/audit"
 	"github.com/tollgate-dev/tollgate/audit/pgsink"
 	"github.com/tollgate-dev/tollgate/l7"
@@ -53,6 +54,8 @@ type Agent struct {
 	inventory *identity.Inventory
 	policy    *policy.Engine
 	journal   *audit.Journal
+	approvals *approval.Broker
+	webhook   *approval.Webhook // nil: none configured
 	started   time.Time
 
 	state atomic.Pointer[state]
@@ -130,8 +133,21 @@ func New(cfgPath string, log *zap.Logger) (*Agent, error) {
 		a.journal.Close()
 		return nil, cfg.KeyError("policy.dir", err)
 	}
+	var notifier approval.Notifier
+	if wh := cfg.Approvals.Webhook; wh.URL != "" {
+		a.webhook = approval.NewWebhook(approval.WebhookOptions{
+			URL: wh.URL, Timeout: wh.Timeout, MaxAttempts: wh.MaxAttempts, Backoff: wh.Backoff,
+			Log: func(msg string, err error) { log.Warn("approval webhook: "+msg, zap.Error(err)) },
+		})
+		notifier = a.webhook
+	}
+	a.approvals = approval.New(approval.Options{Journal: a.journal, Notifier: notifier, DefaultTimeout: cfg.Approvals.Timeout})
 	st, err := a.build(cfg)
 	if err != nil {
+		a.approvals.Close()
+		if a.webhook != nil {
+			a.webhook.Close()
+		}
 		a.journal.Close()
 		return nil, err
 	}
@@ -158,7 +174,7 @@ func (a *Agent) build(cfg *config.Config) (*state, error) {
 	if err != nil {
 		return nil, err
 	}
-	deps := l7.Deps{Dial: a.dialer(cfg.Proxy.Mark), Log: a.log, ClientTLS: clientTLS, StateDir: cfg.StateDir, Policy: a.policy, Journal: a.journal}
+	deps := l7.Deps{Dial: a.dialer(cfg.Proxy.Mark), Log: a.log, ClientTLS: clientTLS, StateDir: cfg.StateDir, Policy: a.policy, Journal: a.journal, Approvals: a.approvals}
 	for i := range cfg.Targets {
 		t := &cfg.Targets[i]
 		prefix, port, err := t.Match()
@@ -302,6 +318,25 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 			ctrl.Shutdown(context.Background())
 		}
 	}()
+	var remoteCtl *control.Server
+	if ap := cfg.Approvals; ap.Listen != "" {
+		tlsConf, err := control.ServerTLSConfig(ap.TLS.CertFile, ap.TLS.KeyFile)
+		if err != nil {
+			return cfg.KeyError("approvals.tls", err)
+		}
+		v := control.NewOIDCVerifier(control.OIDCOptions{
+			Issuer: ap.OIDC.Issuer, Audience: ap.OIDC.Audience,
+			GroupsClaim: ap.OIDC.GroupsClaim, UsernameClaim: ap.OIDC.UsernameClaim,
+		})
+		if remoteCtl, err = control.ListenTCP(ap.Listen, tlsConf, v, a); err != nil {
+			return cfg.KeyError("approvals.listen", err)
+		}
+		defer func() {
+			if err != nil {
+				remoteCtl.Shutdown(context.Background())
+			}
+		}()
+	}
 
 	exempt, err := a.ownCgroup()
 	if err != nil {
@@ -333,8 +368,11 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		g.Go(func() error { return a.accept(sessCtx, l) })
 	}
 	// The control API stays up while sessions drain.
-	ctrlErr := make(chan error, 1)
+	ctrlErr := make(chan error, 2)
 	go func() { ctrlErr <- ctrl.Serve() }()
+	if remoteCtl != nil {
+		go func() { ctrlErr <- remoteCtl.Serve() }()
+	}
 	for i, sk := range cfg.Audit.Sinks {
 		// The journal on disk is the sink's buffer: an unreachable
 		// PostgreSQL delays shipping, it never blocks statements.
@@ -364,6 +402,9 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	})
 	<-gctx.Done()
 	runErr := g.Wait()
+	// Held statements end now, refused, journaled as abandoned: nothing
+	// is approved by a restart.
+	a.approvals.Close()
 
 	// Drain: sessions get the grace period to finish, then are cut.
 	drained := make(chan struct{})
@@ -378,9 +419,17 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	shutCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	shutErr := ctrl.Shutdown(shutCtx)
+	ctrlErrs := <-ctrlErr
+	if remoteCtl != nil {
+		shutErr = errors.Join(shutErr, remoteCtl.Shutdown(shutCtx))
+		ctrlErrs = errors.Join(ctrlErrs, <-ctrlErr)
+	}
+	if a.webhook != nil {
+		a.webhook.Close()
+	}
 	relErr := a.release(cfg, removeAddr)
 	a.journal.Append(context.Background(), audit.TypeAgentStop, map[string]any{"pid": os.Getpid(), "on_agent_down": cfg.BPF.OnAgentDown})
-	return errors.Join(runErr, shutErr, <-ctrlErr, relErr, a.journal.Close())
+	return errors.Join(runErr, shutErr, ctrlErrs, relErr, a.journal.Close())
 }
 
 // release lets go of the kernel side. Fail-closed keeps the programs
@@ -476,6 +525,7 @@ func (a *Agent) handle(ctx context.Context, c net.Conn) {
 	defer cancel(nil)
 	s.SetCancel(cancel)
 	err = t.engine.Serve(sctx, s, c)
+	a.approvals.EndSession(s.ID)
 	a.sessions.Done(s)
 	a.journal.Append(context.Background(), audit.TypeSessionEnd, sessionEndRecord(s, err))
 	denied := s.Denied.Load()
@@ -724,3 +774,34 @@ func (a *Agent) EvalPolicy(ctx context.Context, in policy.Input) policy.Decision
 }
 
 var _ control.Backend = (*Agent)(nil)
+
+var _ control.ApprovalBackend = (*Agent)(nil)
+
+// Approvals lists held and recently decided statements.
+func (a *Agent) Approvals() []approval.Request { return a.approvals.List() }
+
+// Approval returns one request.
+func (a *Agent) Approval(id string) (approval.Request, bool) { return a.approvals.Get(id) }
+
+// ApproveRequest approves a held statement on behalf of who.
+func (a *Agent) ApproveRequest(_ context.Context, id string, who approval.Approver, reason, scope string, window time.Duration) error {
+	err := a.approvals.Approve(id, who, reason, scope, window)
+	if err == nil {
+		a.log.Info("approval granted", zap.String("approval", id), zap.String("approver", who.Name), zap.String("via", who.Via))
+	}
+	return err
+}
+
+// DenyRequest denies a held statement on behalf of who.
+func (a *Agent) DenyRequest(_ context.Context, id string, who approval.Approver, reason string) error {
+	err := a.approvals.Deny(id, who, reason)
+	if err == nil {
+		a.log.Info("approval denied", zap.String("approval", id), zap.String("approver", who.Name), zap.String("via", who.Via))
+	}
+	return err
+}
+
+// WatchApprovals streams new and changed requests until ctx ends.
+func (a *Agent) WatchApprovals(ctx context.Context) <-chan approval.Request {
+	return a.approvals.Watch(ctx)
+}

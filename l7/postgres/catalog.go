@@ -1,0 +1,319 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tollgate-dev/tollgate/l7/postgres/sqlinfo"
+)
+
+// The catalog is how masking learns what a result column is: RowDescription
+// names a column by its table's OID and its attribute number only, so an
+// alias (SELECT email AS e) cannot hide it. A side connection per database,
+// logged in with the target's credentials as the sessions are, reads
+// pg_class and pg_attribute and describes statements without running them.
+// What it reads is cached until DDL is seen or catalogTTL passes.
+
+// catalogTTL bounds how long the catalog trusts what it read: DDL run by
+// clients the agent does not see (other hosts) is noticed within it.
+const catalogTTL = time.Minute
+
+// catalogTimeout bounds one catalog query.
+const catalogTimeout = 5 * time.Second
+
+// maxDescribed bounds the cache of described statements per database.
+const maxDescribed = 4096
+
+// relation is one pg_class row, with its columns.
+type relation struct {
+	schema, name string
+	kind         byte             // relkind: 'r' table, 'p' partitioned, 'v' view, 'm' matview, 'f' foreign, ...
+	columns      map[int16]string // attnum → attname
+}
+
+// tableLike reports relations whose columns hold stored values: a column
+// rule applies to them directly.
+func (r *relation) tableLike() bool {
+	switch r.kind {
+	case 'r', 'p', 'f', 'm':
+		return true
+	}
+	return false
+}
+
+// catalog reads one database's catalog through a side connection.
+type catalog struct {
+	e              *engine
+	database, user string
+
+	connMu sync.Mutex // serializes the side connection
+	conn   *pgconn.PgConn
+
+	mu        sync.Mutex
+	loaded    time.Time
+	rels      map[uint32]*relation
+	names     map[string]uint32 // quoted qualified name → OID
+	described map[string][]pgconn.FieldDescription
+}
+
+// catalogs holds an engine's catalogs by database and user.
+type catalogs struct {
+	mu sync.Mutex
+	m  map[string]*catalog
+}
+
+func (cs *catalogs) get(e *engine, database, user string) *catalog {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	key := database + "\x00" + user
+	c := cs.m[key]
+	if c == nil {
+		if cs.m == nil {
+			cs.m = map[string]*catalog{}
+		}
+		c = &catalog{e: e, database: database, user: user}
+		cs.m[key] = c
+	}
+	return c
+}
+
+// invalidate forgets what every catalog read (DDL was seen).
+func (cs *catalogs) invalidate() {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	for _, c := range cs.m {
+		c.invalidate()
+	}
+}
+
+// close closes the side connections.
+func (cs *catalogs) close() {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	for _, c := range cs.m {
+		c.connMu.Lock()
+		if c.conn != nil {
+			c.conn.Close(context.Background())
+			c.conn = nil
+		}
+		c.connMu.Unlock()
+	}
+}
+
+func (c *catalog) invalidate() {
+	c.mu.Lock()
+	c.rels, c.names, c.described = nil, nil, nil
+	c.mu.Unlock()
+}
+
+// fresh drops the cache when it is older than catalogTTL. Called with mu.
+func (c *catalog) fresh() {
+	if time.Since(c.loaded) > catalogTTL {
+		c.rels, c.names, c.described = nil, nil, nil
+	}
+	if c.rels == nil {
+		c.rels = map[uint32]*relation{}
+		c.names = map[string]uint32{}
+		c.described = map[string][]pgconn.FieldDescription{}
+		c.loaded = time.Now()
+	}
+}
+
+// errNoCatalog: the target relays the client's own login (passthrough), so
+// the agent has no credentials to read the catalog with.
+var errNoCatalog = errors.New("the agent cannot read this target's catalog: its credentials are the client's own (passthrough)")
+
+// with runs fn on the side connection, connecting first when needed. A
+// connection that fails is dropped; the next call connects again.
+func (c *catalog) with(ctx context.Context, fn func(ctx context.Context, conn *pgconn.PgConn) error) error {
+	if c.e.target.Credentials.Passthrough {
+		return errNoCatalog
+	}
+	ctx, cancel := context.WithTimeout(ctx, catalogTimeout)
+	defer cancel()
+	c.connMu.Lock()
+	defer c.connMu.Unlock()
+	if c.conn == nil || c.conn.IsClosed() {
+		cfg, err := c.e.upstreamConfig(c.database, c.user)
+		if err != nil {
+			return err
+		}
+		cfg.RuntimeParams["application_name"] = "tollgate-catalog"
+		conn, err := pgconn.ConnectConfig(ctx, cfg)
+		if err != nil {
+			return fmt.Errorf("catalog connection: %w", err)
+		}
+		c.conn = conn
+	}
+	err := fn(ctx, c.conn)
+	var pe *pgconn.PgError
+	if err != nil && !errors.As(err, &pe) { // a broken connection, not a statement's error
+		c.conn.Close(context.Background())
+		c.conn = nil
+	}
+	return err
+}
+
+// relation returns the relation with this OID (nil when it does not exist).
+func (c *catalog) relation(ctx context.Context, oid uint32) (*relation, error) {
+	c.mu.Lock()
+	c.fresh()
+	r, ok := c.rels[oid]
+	c.mu.Unlock()
+	if ok {
+		return r, nil
+	}
+	var rel *relation
+	err := c.with(ctx, func(ctx context.Context, conn *pgconn.PgConn) error {
+		id := []byte(strconv.FormatUint(uint64(oid), 10))
+		res := conn.ExecParams(ctx, `SELECT n.nspname, c.relname, c.relkind FROM pg_catalog.pg_class c
+			JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1::oid`,
+			[][]byte{id}, nil, nil, nil).Read()
+		if res.Err != nil {
+			return res.Err
+		}
+		if len(res.Rows) == 0 {
+			return nil
+		}
+		row := res.Rows[0]
+		rel = &relation{schema: string(row[0]), name: string(row[1]), columns: map[int16]string{}}
+		if len(row[2]) > 0 {
+			rel.kind = row[2][0]
+		}
+		res = conn.ExecParams(ctx, `SELECT attnum, attname FROM pg_catalog.pg_attribute
+			WHERE attrelid = $1::oid AND attnum > 0 AND NOT attisdropped`,
+			[][]byte{id}, nil, nil, nil).Read()
+		if res.Err != nil {
+			return res.Err
+		}
+		for _, row := range res.Rows {
+			n, err := strconv.ParseInt(string(row[0]), 10, 16)
+			if err != nil {
+				return fmt.Errorf("attnum %q: %w", row[0], err)
+			}
+			rel.columns[int16(n)] = string(row[1])
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read relation %d: %w", oid, err)
+	}
+	c.mu.Lock()
+	if c.rels != nil {
+		c.rels[oid] = rel
+	}
+	c.mu.Unlock()
+	return rel, nil
+}
+
+// view returns the result columns of a view's query and what its
+// definition outputs: column k of the view is field k-1.
+func (c *catalog) view(ctx context.Context, oid uint32) ([]pgconn.FieldDescription, sqlinfo.Output, error) {
+	var def string
+	err := c.with(ctx, func(ctx context.Context, conn *pgconn.PgConn) error {
+		res := conn.ExecParams(ctx, `SELECT pg_catalog.pg_get_viewdef($1::oid)`,
+			[][]byte{[]byte(strconv.FormatUint(uint64(oid), 10))}, nil, nil, nil).Read()
+		if res.Err != nil {
+			return res.Err
+		}
+		if len(res.Rows) == 1 {
+			def = strings.TrimSuffix(strings.TrimSpace(string(res.Rows[0][0])), ";")
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, sqlinfo.Output{}, fmt.Errorf("read view %d: %w", oid, err)
+	}
+	out, err := sqlinfo.AnalyzeOutput(def)
+	if err != nil {
+		return nil, sqlinfo.Output{}, fmt.Errorf("view %d: %w", oid, err)
+	}
+	fields, err := c.describe(ctx, def)
+	if err != nil {
+		return nil, sqlinfo.Output{}, fmt.Errorf("describe view %d: %w", oid, err)
+	}
+	return fields, out, nil
+}
+
+// oidByName resolves a relation name as the side connection's search_path
+// does (0: no such relation).
+func (c *catalog) oidByName(ctx context.Context, schema, name string) (uint32, error) {
+	qualified := pgIdent(name)
+	if schema != "" {
+		qualified = pgIdent(schema) + "." + qualified
+	}
+	c.mu.Lock()
+	c.fresh()
+	oid, ok := c.names[qualified]
+	c.mu.Unlock()
+	if ok {
+		return oid, nil
+	}
+	err := c.with(ctx, func(ctx context.Context, conn *pgconn.PgConn) error {
+		res := conn.ExecParams(ctx, `SELECT coalesce(pg_catalog.to_regclass($1)::oid, 0)`,
+			[][]byte{[]byte(qualified)}, nil, nil, nil).Read()
+		if res.Err != nil {
+			return res.Err
+		}
+		if len(res.Rows) == 1 {
+			n, err := strconv.ParseUint(string(res.Rows[0][0]), 10, 32)
+			if err != nil {
+				return err
+			}
+			oid = uint32(n)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("resolve %s: %w", qualified, err)
+	}
+	c.mu.Lock()
+	if c.names != nil {
+		c.names[qualified] = oid
+	}
+	c.mu.Unlock()
+	return oid, nil
+}
+
+// pgIdent quotes an identifier.
+func pgIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+// describe returns the result columns sql would have, without running it
+// (nil: it returns no rows).
+func (c *catalog) describe(ctx context.Context, sql string) ([]pgconn.FieldDescription, error) {
+	c.mu.Lock()
+	c.fresh()
+	fields, ok := c.described[sql]
+	c.mu.Unlock()
+	if ok {
+		return fields, nil
+	}
+	err := c.with(ctx, func(ctx context.Context, conn *pgconn.PgConn) error {
+		sd, err := conn.Prepare(ctx, "", sql, nil)
+		if err != nil {
+			return err
+		}
+		fields = make([]pgconn.FieldDescription, len(sd.Fields))
+		copy(fields, sd.Fields)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	if c.described != nil {
+		if len(c.described) >= maxDescribed {
+			clear(c.described)
+		}
+		c.described[sql] = fields
+	}
+	c.mu.Unlock()
+	return fields, nil
+}

@@ -1,0 +1,442 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/tollgate-dev/tollgate/l7"
+	"github.com/tollgate-dev/tollgate/l7/postgres/sqlinfo"
+	"github.com/tollgate-dev/tollgate/mask"
+	"github.com/tollgate-dev/tollgate/policy"
+)
+
+// Masking rewrites result values the policy's decision says to mask
+// (DESIGN.md, decision "mask"), in three places:
+//
+//   - Before a statement is forwarded (maskingDecider), it is described
+//     through the catalog's side connection, without running it. A result
+//     column computed from a masked column (lower(email), email || '', a
+//     view's expression, a whole row) can only be masked by a classifier
+//     rule; with none, the statement is denied, with a reason naming the
+//     column, unless the column's rule says "expressions": "allow". A COPY
+//     TO STDOUT of masked data in binary format is denied; a rule with
+//     "copy": "deny" denies any COPY of its table.
+//   - Each result's RowDescription is resolved through the catalog: a
+//     column whose table OID and attribute number name a masked table
+//     column is masked with its rule's method, whatever the column is
+//     called in the result. Every other column's values are checked by
+//     the decision's classifier rules and masked when one matches.
+//   - DataRows and COPY rows are rewritten accordingly; the statement's
+//     audit record is followed by a "masking" record (mask.Summary): which
+//     columns and classifiers, how many values, a keyed digest of the
+//     originals and a digest of what was sent. Original values are never
+//     written anywhere.
+
+// Mask rule parameters masking reads itself (the others go to the method).
+const (
+	paramExpressions = "expressions" // "deny" (default) | "allow"
+	paramCopy        = "copy"        // "mask" (default) | "deny"
+)
+
+// maskSet is a decision's mask rules, compiled.
+type maskSet struct {
+	columns     []columnRule
+	classifiers []mask.ClassifierRule
+	names       map[string]bool // column names of the column rules
+}
+
+type columnRule struct {
+	schema, table, column string // table "" matches any table; schema "" any schema
+	method                *mask.Method
+	allowExpressions      bool
+	denyCopy              bool
+}
+
+func compileMask(rules []policy.MaskRule) (*maskSet, error) {
+	set := &maskSet{names: map[string]bool{}}
+	for i, r := range rules {
+		params := map[string]any{}
+		var allowExpr, denyCopy bool
+		for k, v := range r.Params {
+			switch k {
+			case paramExpressions:
+				s, _ := v.(string)
+				switch s {
+				case "allow":
+					allowExpr = true
+				case "deny":
+				default:
+					return nil, fmt.Errorf("mask[%d].%s: %v, want \"allow\" or \"deny\"", i, k, v)
+				}
+			case paramCopy:
+				s, _ := v.(string)
+				switch s {
+				case "deny":
+					denyCopy = true
+				case "mask":
+				default:
+					return nil, fmt.Errorf("mask[%d].%s: %v, want \"mask\" or \"deny\"", i, k, v)
+				}
+			default:
+				params[k] = v
+			}
+		}
+		m, err := mask.NewMethod(r.Method, params)
+		if err != nil {
+			return nil, fmt.Errorf("mask[%d]: %w", i, err)
+		}
+		if r.Column != "" {
+			cr := columnRule{column: r.Column, method: m, allowExpressions: allowExpr, denyCopy: denyCopy}
+			if r.Table != "" {
+				cr.table = r.Table
+				if i := strings.IndexByte(r.Table, '.'); i >= 0 {
+					cr.schema, cr.table = r.Table[:i], r.Table[i+1:]
+				}
+			}
+			set.columns = append(set.columns, cr)
+			set.names[r.Column] = true
+			continue
+		}
+		if !mask.KnownClassifier(r.Classifier) {
+			return nil, fmt.Errorf("mask[%d]: unknown classifier %q (known: %s)", i, r.Classifier, strings.Join(mask.Classifiers(), ", "))
+		}
+		set.classifiers = append(set.classifiers, mask.ClassifierRule{Name: r.Classifier, Method: m})
+	}
+	return set, nil
+}
+
+// rule returns the column rule for a table column, or nil.
+func (s *maskSet) rule(schema, table, column string) *columnRule {
+	for i := range s.columns {
+		r := &s.columns[i]
+		if r.column == column && (r.table == "" || r.table == table) && (r.schema == "" || r.schema == schema) {
+			return r
+		}
+	}
+	return nil
+}
+
+// namesTable reports whether a statement's table could be one a column rule
+// masks, by name.
+func (s *maskSet) namesTable(t sqlinfo.Table) bool {
+	for _, r := range s.columns {
+		if (r.table == "" || r.table == t.Name) && (r.schema == "" || t.Schema == "" || r.schema == t.Schema) {
+			return true
+		}
+	}
+	return false
+}
+
+// refers reports whether out refers to a masked column name (or to whole
+// rows) where its values can reach a computed column; extra are more
+// masked names (view columns). It says what, and false when every rule
+// for it allows expressions.
+func (s *maskSet) refers(out sqlinfo.Output, extra map[string]bool) (string, bool) {
+	if out.WholeRow && !s.allowsExpressions("") {
+		return "a whole row", true
+	}
+	for _, c := range out.Columns {
+		if extra[c] && !s.allowsExpressions("") {
+			return "view column " + c, true
+		}
+		if s.names[c] && !s.allowsExpressions(c) {
+			return "column " + c, true
+		}
+	}
+	return "", false
+}
+
+// allowsExpressions reports whether every rule for column (every rule,
+// for "") lets expressions over it through.
+func (s *maskSet) allowsExpressions(column string) bool {
+	for _, r := range s.columns {
+		if (column == "" || r.column == column) && !r.allowExpressions {
+			return false
+		}
+	}
+	return true
+}
+
+// maskPlan is what the decision-time check learned, for the RowHook.
+type maskPlan struct {
+	set   *maskSet
+	stmts []stmtMask // by statement index within the request
+}
+
+type stmtMask struct {
+	// risky: a computed result column may carry a masked value. Set when
+	// the statement could not be described.
+	risky bool
+	copy  *copyPlan
+}
+
+func (p *maskPlan) stmt(i int) stmtMask {
+	if i < len(p.stmts) {
+		return p.stmts[i]
+	}
+	return stmtMask{risky: true}
+}
+
+type copyPlan struct {
+	format mask.CopyFormat
+	fields []pgproto3.FieldDescription // nil: not described (classifiers only)
+}
+
+// masking is an engine's masking: its Decider wrapper, RowHook and
+// Recorder.
+type masking struct {
+	e        *engine
+	masker   *mask.Masker
+	journal  l7.Journal
+	analyzer *sqlinfo.Analyzer
+	cats     catalogs
+
+	sessions sync.Map // *l7.Session → *maskSession
+}
+
+func newMasking(key []byte, journal l7.Journal, analyzer *sqlinfo.Analyzer) *masking {
+	return &masking{masker: mask.NewMasker(key), journal: journal, analyzer: analyzer}
+}
+
+// maskSession is a session's masking state, used by its server loop.
+type maskSession struct {
+	cat *catalog
+
+	res     *Result // the result actions are for
+	actions []mask.Action
+	cols    []mask.Column
+	any     bool // some action applies
+
+	ev       *mask.Evidence
+	reported bool // the current statement had a masked decision
+	row      pgproto3.DataRow
+	bufs     [][]byte
+
+	copyFields [][]byte
+	copyHeader bool // the next CopyData is the header line
+	copyBuf    []byte
+}
+
+func (m *masking) session(s *l7.Session) *maskSession {
+	if v, ok := m.sessions.Load(s); ok {
+		return v.(*maskSession)
+	}
+	st := &maskSession{ev: m.masker.NewEvidence()}
+	m.sessions.Store(s, st)
+	return st
+}
+
+// maskingDecider checks, before a statement with mask rules is forwarded,
+// that what it returns can be masked (see the package comment above).
+type maskingDecider struct {
+	next Decider
+	m    *masking
+}
+
+func (d maskingDecider) Decide(ctx context.Context, s *l7.Session, r Request) Decision {
+	dec := d.next.Decide(ctx, s, r)
+	if !dec.Allow || len(dec.Mask) == 0 || r.Kind != KindStatement {
+		return dec
+	}
+	plan, reason := d.m.plan(ctx, r, dec.Mask)
+	if reason != "" {
+		dec.Allow, dec.Reason = false, "masking: "+reason
+		return dec
+	}
+	dec.mask = plan
+	return dec
+}
+
+// plan checks r against its decision's mask rules.
+func (m *masking) plan(ctx context.Context, r Request, rules []policy.MaskRule) (*maskPlan, string) {
+	set, err := compileMask(rules)
+	if err != nil {
+		return nil, "the policy's mask rules are invalid: " + err.Error()
+	}
+	if r.Protocol == ProtocolFunction {
+		return nil, "the result of a FunctionCall cannot be masked"
+	}
+	stmts, err := m.analyzer.Analyze(r.SQL)
+	if err != nil {
+		return nil, "statement could not be judged: " + err.Error()
+	}
+	plan := &maskPlan{set: set, stmts: make([]stmtMask, len(stmts))}
+	cat := m.cats.get(m.e, r.Facts.Database, r.Facts.UpstreamUser)
+	for i, st := range stmts {
+		isCopy := len(st.Commands) > 0 && st.Commands[0] == "COPY"
+		if !isCopy && len(set.columns) == 0 {
+			continue // classifiers only: every value is checked anyway
+		}
+		out, err := sqlinfo.AnalyzeOutput(st.SQL)
+		if err != nil {
+			return nil, "statement could not be judged: " + err.Error()
+		}
+		sm := &plan.stmts[i]
+		if c := out.Copy; c != nil {
+			if !c.ToStdout {
+				continue
+			}
+			for _, t := range st.Tables {
+				for _, r := range set.columns {
+					if r.denyCopy && set.namesTable(t) {
+						return nil, fmt.Sprintf("COPY of table %s is denied by the policy's mask rule for column %s", t.Name, r.column)
+					}
+				}
+			}
+			if c.Format == "binary" {
+				return nil, "COPY ... (FORMAT binary) of a result with masked values is not supported: use text or csv"
+			}
+			sm.copy = &copyPlan{format: copyFormat(c)}
+		}
+		if len(set.columns) == 0 || out.Query == "" {
+			continue
+		}
+		reason, err := m.check(ctx, cat, set, st, out, sm)
+		if err != nil {
+			named := false
+			for _, t := range st.Tables {
+				named = named || set.namesTable(t)
+			}
+			if named {
+				return nil, "cannot tell which result columns hold masked values: " + err.Error()
+			}
+			_, sm.risky = set.refers(out, nil)
+			continue
+		}
+		if reason != "" {
+			if len(stmts) > 1 {
+				reason = fmt.Sprintf("statement %d of %d: %s (none of them ran)", i+1, len(stmts), reason)
+			}
+			return nil, reason
+		}
+	}
+	return plan, ""
+}
+
+// check describes one statement and finds the computed result columns that
+// may carry masked values: with no classifier to catch them, it returns why
+// the statement is denied.
+func (m *masking) check(ctx context.Context, cat *catalog, set *maskSet, st sqlinfo.Statement, out sqlinfo.Output, sm *stmtMask) (string, error) {
+	fields, err := cat.describe(ctx, out.Query)
+	if err != nil {
+		return "", err
+	}
+	if sm.copy != nil {
+		sm.copy.fields = make([]pgproto3.FieldDescription, len(fields))
+		for i, f := range fields {
+			sm.copy.fields[i] = pgproto3.FieldDescription{
+				Name: []byte(f.Name), TableOID: f.TableOID, TableAttributeNumber: f.TableAttributeNumber,
+				DataTypeOID: f.DataTypeOID, DataTypeSize: f.DataTypeSize, TypeModifier: f.TypeModifier,
+			}
+		}
+	}
+	// Columns of views the statement reads that hold masked values count
+	// as masked names.
+	extra := map[string]bool{}
+	for _, t := range st.Tables {
+		oid, err := cat.oidByName(ctx, t.Schema, t.Name)
+		if err != nil {
+			return "", err
+		}
+		rel, err := cat.relation(ctx, oid)
+		if err != nil {
+			return "", err
+		}
+		if rel == nil || rel.tableLike() {
+			continue
+		}
+		for attnum, name := range rel.columns {
+			c, err := m.resolve(ctx, cat, set, oid, attnum, 0)
+			if err != nil {
+				return "", err
+			}
+			if c.rule != nil || c.risky {
+				extra[name] = true
+			}
+		}
+	}
+	what, refers := set.refers(out, extra)
+	for _, f := range fields {
+		risky := false
+		if f.TableOID == 0 {
+			risky = refers
+		} else {
+			c, err := m.resolve(ctx, cat, set, f.TableOID, int16(f.TableAttributeNumber), 0)
+			if err != nil {
+				return "", err
+			}
+			risky = c.risky && !set.allowsExpressions("")
+			if risky && what == "" {
+				what = "a masked column of view " + c.view
+			}
+		}
+		if !risky {
+			continue
+		}
+		sm.risky = true
+		if len(set.classifiers) == 0 {
+			return fmt.Sprintf("result column %q is computed from %s, which is masked; tollgate can mask a masked column only as it is (select it without an expression) or through a classifier rule", f.Name, what), nil
+		}
+	}
+	return "", nil
+}
+
+// resolved is what a result column is, through views.
+type resolved struct {
+	label string      // schema.table.column of a table column
+	rule  *columnRule // its mask rule; nil: not masked
+	risky bool        // computed (in a view) from masked values
+	view  string      // the view that computes it
+}
+
+// maxViewDepth bounds views over views followed.
+const maxViewDepth = 8
+
+// resolve finds what column attnum of relation oid is: a table's own
+// column, or a view's, followed to the table column it shows or found
+// computed.
+func (m *masking) resolve(ctx context.Context, cat *catalog, set *maskSet, oid uint32, attnum int16, depth int) (resolved, error) {
+	rel, err := cat.relation(ctx, oid)
+	if err != nil {
+		return resolved{}, err
+	}
+	if rel == nil {
+		return resolved{risky: true, view: fmt.Sprintf("relation %d", oid)}, nil
+	}
+	name := rel.columns[attnum]
+	if rel.tableLike() {
+		return resolved{label: rel.schema + "." + rel.name + "." + name, rule: set.rule(rel.schema, rel.name, name)}, nil
+	}
+	view := rel.schema + "." + rel.name
+	if rel.kind != 'v' || depth >= maxViewDepth {
+		return resolved{risky: true, view: view}, nil
+	}
+	fields, out, err := cat.view(ctx, oid)
+	if err != nil {
+		return resolved{}, err
+	}
+	if i := int(attnum) - 1; i >= 0 && i < len(fields) && fields[i].TableOID != 0 {
+		return m.resolve(ctx, cat, set, fields[i].TableOID, int16(fields[i].TableAttributeNumber), depth+1)
+	}
+	_, risky := set.refers(out, nil)
+	return resolved{risky: risky, view: view}, nil
+}
+
+func copyFormat(c *sqlinfo.Copy) mask.CopyFormat {
+	f := mask.CopyFormat{CSV: c.Format == "csv", Header: c.Header}
+	if c.Delimiter != "" {
+		f.Delimiter = c.Delimiter[0]
+	}
+	if c.Quote != "" {
+		f.Quote = c.Quote[0]
+	}
+	if c.Escape != "" {
+		f.Escape = c.Escape[0]
+	}
+	f.Null = c.Null
+	return f
+}
