@@ -311,6 +311,24 @@ func streamSession(cmd *cobra.Command, g *globals, id string, follow bool, speed
 			fmt.Fprintf(out, "%s     -> #%v %s in %v\n", ts, d["statement_seq"], res, time.Duration(us)*time.Microsecond)
 		case "control_action":
 			fmt.Fprintf(out, "%s  %v by uid %v: %v\n", ts, d["action"], nameField(d["peer"]), d["reason"])
+		case "masking":
+			cols := append(strings.Fields(joinList(d["columns"])), strings.Fields(joinList(d["classifiers"]))...)
+			fmt.Fprintf(out, "%s     -> #%v masked %v values (%s)\n", ts, d["statement_seq"], d["values"], strings.Join(cols, ", "))
+		case "approval_requested":
+			fmt.Fprintf(out, "%s  approval %v requested: %v  -- %v\n", ts, d["request"], d["sql"], d["reason"])
+		case "approval_granted", "approval_denied", "approval_expired", "approval_abandoned":
+			what := strings.TrimPrefix(r.Type, "approval_")
+			line := fmt.Sprintf("%s  approval %v %s", ts, d["request"], what)
+			if by, ok := d["by"].(string); ok && by != "" {
+				line += " by " + by
+			}
+			if g, ok := d["grant"].(string); ok && g != "" && what == "granted" {
+				line += " (" + g + ")"
+			}
+			if reason, ok := d["decision_reason"].(string); ok && reason != "" {
+				line += ": " + reason
+			}
+			fmt.Fprintln(out, line)
 		case "session_end":
 			fmt.Fprintf(out, "%s  session ended: %v statements (%v denied), %v/%v bytes\n", ts, d["statements"], d["denied"], d["bytes_in"], d["bytes_out"])
 		}
@@ -320,6 +338,16 @@ func streamSession(cmd *cobra.Command, g *globals, id string, follow bool, speed
 		return fmt.Errorf("%w: no journal records for session %s", control.ErrNotFound, id)
 	}
 	return err
+}
+
+// joinList joins a JSON array of strings with spaces.
+func joinList(v any) string {
+	l, _ := v.([]any)
+	var out []string
+	for _, e := range l {
+		out = append(out, fmt.Sprint(e))
+	}
+	return strings.Join(out, " ")
 }
 
 func nameField(v any) any {
