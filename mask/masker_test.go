@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"unicode/utf8"
 
@@ -619,4 +620,26 @@ func FuzzMask(f *testing.F) {
 		}
 		checkValid(t, col, out)
 	})
+}
+
+func TestMaskerConcurrent(t *testing.T) {
+	m := NewMasker(testKey)
+	hash := mustMethod(t, MethodHash, nil)
+	col := Column{TypeOID: pgtype.TextOID}
+	want, _, _ := m.Mask(nil, hash, col, []byte("alice@example.com"))
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			var buf []byte
+			for range 500 {
+				out, _, err := m.Mask(buf[:0], hash, col, []byte("alice@example.com"))
+				if err != nil || !bytes.Equal(out, want) {
+					t.Errorf("got %q, %v; want %q", out, err, want)
+					return
+				}
+				buf = out
+			}
+		})
+	}
+	wg.Wait()
 }
