@@ -103,7 +103,9 @@ func classifiable(scratch []byte, col Column, v []byte) ([]byte, bool) {
 			}
 			return strconv.AppendInt(scratch, int64(binary.BigEndian.Uint64(v)), 10), true
 		case kindNumeric:
-			if len(v) > 8+2*8 { // more than 32 digits: no classifier's match
+			// More than 32 digits, or a long fraction: no classifier's match.
+			if len(v) < 8 || len(v) > 8+2*8 || int16(binary.BigEndian.Uint16(v[2:])) > 8 ||
+				binary.BigEndian.Uint16(v[6:]) > 32 {
 				return nil, false
 			}
 			t, err := appendNumericText(scratch, v)

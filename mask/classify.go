@@ -488,14 +488,10 @@ func isJWT(v []byte) bool {
 	if !ok || len(h) < 8 || len(p) < 2 || !isBase64URL(h) || !isBase64URL(p) || !isBase64URL(s) {
 		return false
 	}
-	// The payload's first three bytes must open a JSON object.
-	var head [3]byte
-	k := min(len(p), 4)
-	if k == 4 || k == 2 || k == 3 {
-		n, err := base64.RawURLEncoding.Decode(head[:], p[:k])
-		if err != nil || n == 0 || bytes.IndexByte(head[:n], '{') < 0 {
-			return false
-		}
+	// Header and payload must open JSON objects: check their first bytes
+	// before decoding the header in full, which allocates.
+	if !opensObject(h) || !opensObject(p) {
+		return false
 	}
 	buf := make([]byte, base64.RawURLEncoding.DecodedLen(len(h)))
 	n, err := base64.RawURLEncoding.Decode(buf, h)
@@ -503,13 +499,22 @@ func isJWT(v []byte) bool {
 		return false
 	}
 	hdr := bytes.TrimSpace(buf[:n])
-	if len(hdr) < 2 || hdr[0] != '{' {
-		return false
-	}
 	var fields struct {
 		Alg *string `json:"alg"`
 	}
 	return json.Unmarshal(hdr, &fields) == nil && fields.Alg != nil && *fields.Alg != ""
+}
+
+// opensObject reports whether the base64url segment v decodes to text that
+// starts with '{', after at most two spaces.
+func opensObject(v []byte) bool {
+	var head [3]byte
+	n, err := base64.RawURLEncoding.Decode(head[:], v[:min(len(v), 4)])
+	if err != nil {
+		return false
+	}
+	t := bytes.TrimLeft(head[:n], " \t\r\n")
+	return len(t) > 0 && t[0] == '{'
 }
 
 func isBase64URL(v []byte) bool {

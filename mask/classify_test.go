@@ -321,3 +321,19 @@ func TestClassifyAllocs(t *testing.T) {
 		t.Errorf("Classify allocates %v times per run; want 0", allocs)
 	}
 }
+
+// FuzzClassify checks that classifiers do not panic and ignore the white
+// space around a value.
+func FuzzClassify(f *testing.F) {
+	for _, s := range classifySamples(f) {
+		f.Add([]byte(s.v))
+	}
+	f.Fuzz(func(t *testing.T, v []byte) {
+		padded := append(append([]byte(" \t"), v...), "\r\n"...)
+		for _, name := range Classifiers() {
+			if Classify(name, v) != Classify(name, padded) {
+				t.Errorf("Classify(%q) differs for %q and %q", name, v, padded)
+			}
+		}
+	})
+}

@@ -202,6 +202,10 @@ func checkCapture(t *testing.T, c copyCapture) {
 	t.Helper()
 	rows := c.Rows
 	if c.Format.Header {
+		names, err := SplitCopyRow(c.Format, []byte(rows[0]), nil)
+		if out := AppendCopyRow(nil, c.Format, names); err != nil || string(out) != rows[0] {
+			t.Errorf("%s: header %q splits to %s, %v and appends to %q", c.SQL, rows[0], fieldsString(names), err, out)
+		}
 		rows = rows[1:]
 	}
 	if len(rows) != len(c.Fields) {

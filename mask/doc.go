@@ -117,8 +117,11 @@
 // COPY ... TO STDOUT in text or CSV format arrives one row per CopyData
 // message; SplitCopyRow decodes a row into fields, AppendCopyRow encodes
 // fields exactly as PostgreSQL does, so an unmasked row is written back
-// byte for byte. Binary COPY is not handled: its values cannot be told apart
-// without the column types, so a proxy that must mask one should refuse it.
+// byte for byte. The fields are text-format values: mask them with
+// Column{TypeOID: the column's type} when the proxy knows it (the catalog, a
+// Describe of the query), else with pgtype.TextOID, which keeps the masks
+// readable where an unknown type would give NULL. Binary COPY is not
+// handled: a proxy that must mask one should refuse it.
 //
 // # Assumptions
 //

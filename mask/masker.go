@@ -106,6 +106,7 @@ func (m *Masker) Mask(dst []byte, meth *Method, col Column, value []byte) (out [
 	k := kindOf(col)
 	h := m.hasher()
 	defer m.release(h)
+	h.tmp = h.tmp[:0]
 	dst = dst[:0]
 	switch k {
 	case kindText:

@@ -8,7 +8,9 @@ import (
 	"math/big"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"unicode/utf8"
 
@@ -564,4 +566,80 @@ func TestNewMethod(t *testing.T) {
 	if KnownMethod("shuffle") {
 		t.Error("KnownMethod(shuffle) = true")
 	}
+}
+
+// FuzzMask feeds arbitrary wire values to Mask: it must return NULL with
+// ErrMalformed, or a value that decodes as the column's type.
+func FuzzMask(f *testing.F) {
+	oids := []uint32{
+		pgtype.TextOID, pgtype.VarcharOID, pgtype.BPCharOID, pgtype.NameOID, pgtype.ByteaOID,
+		pgtype.JSONOID, pgtype.JSONBOID, pgtype.Int2OID, pgtype.Int4OID, pgtype.Int8OID,
+		pgtype.NumericOID, pgtype.Float4OID, pgtype.Float8OID, pgtype.UUIDOID, pgtype.InetOID,
+		pgtype.CIDROID, pgtype.DateOID, 99999,
+	}
+	methods := []*Method{
+		mustMethod(f, MethodRedact, nil), mustMethod(f, MethodRedact, map[string]any{"text": "0"}),
+		mustMethod(f, MethodPartial, nil), mustMethod(f, MethodPartial, map[string]any{"keep_first": 0, "keep_last": 4, "mask_char": "•"}),
+		mustMethod(f, MethodEmail, nil), mustMethod(f, MethodLast4, nil), mustMethod(f, MethodHash, nil),
+		mustMethod(f, MethodHash, map[string]any{"length": 5}), mustMethod(f, MethodNull, nil),
+	}
+	for _, c := range maskCases() {
+		i := slices.Index(oids, c.oid)
+		if i < 0 {
+			continue
+		}
+		f.Add(uint8(i), false, uint8(0), c.typmod, []byte(c.in))
+		f.Add(uint8(i), true, uint8(6), c.typmod, binaryOf(f, c.oid, c.in))
+	}
+	m := NewMasker(testKey)
+	f.Fuzz(func(t *testing.T, oid uint8, binary bool, method uint8, typmod int32, value []byte) {
+		col := Column{TypeOID: oids[int(oid)%len(oids)], TypeMod: typmod%100 - 4}
+		if col.TypeOID == pgtype.NumericOID {
+			col.TypeMod = typmod // precision and scale
+		}
+		if binary {
+			col.Format = 1
+		}
+		meth := methods[int(method)%len(methods)]
+		orig := bytes.Clone(value)
+		out, isNull, err := m.Mask(nil, meth, col, value)
+		if !bytes.Equal(value, orig) {
+			t.Fatal("Mask changed its input")
+		}
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) || !isNull || out != nil {
+				t.Fatalf("error %v with %q, %v", err, out, isNull)
+			}
+			return
+		}
+		if isNull {
+			return
+		}
+		if kindOf(col) == kindText && (!utf8.Valid(value) || bytes.IndexByte(value, 0) >= 0) {
+			return // text is UTF-8 without NUL: garbage in, garbage kept
+		}
+		checkValid(t, col, out)
+	})
+}
+
+func TestMaskerConcurrent(t *testing.T) {
+	m := NewMasker(testKey)
+	hash := mustMethod(t, MethodHash, nil)
+	col := Column{TypeOID: pgtype.TextOID}
+	want, _, _ := m.Mask(nil, hash, col, []byte("alice@example.com"))
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			var buf []byte
+			for range 500 {
+				out, _, err := m.Mask(buf[:0], hash, col, []byte("alice@example.com"))
+				if err != nil || !bytes.Equal(out, want) {
+					t.Errorf("got %q, %v; want %q", out, err, want)
+					return
+				}
+				buf = out
+			}
+		})
+	}
+	wg.Wait()
 }

@@ -112,8 +112,8 @@ func NewMethod(name string, params map[string]any) (*Method, error) {
 		switch k {
 		case "text":
 			s, ok := v.(string)
-			if !ok {
-				err = fmt.Errorf("is %T, want a string", v)
+			if !ok || !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 {
+				err = fmt.Errorf("is %#v, want a UTF-8 string without NUL", v)
 			}
 			m.text = s
 		case "keep_first":

@@ -234,7 +234,8 @@ func maskJSON(h *hasher, dst []byte, meth *Method, col Column, v []byte, jsonb b
 
 // jsonStringContent appends the content of the JSON string v to dst.
 func jsonStringContent(dst, v []byte) ([]byte, error) {
-	if bytes.IndexByte(v[1:len(v)-1], '\\') < 0 && len(v) >= 2 && v[len(v)-1] == '"' && utf8.Valid(v) {
+	if len(v) >= 2 && v[len(v)-1] == '"' && bytes.IndexByte(v[1:len(v)-1], '\\') < 0 &&
+		bytes.IndexByte(v[1:len(v)-1], '"') < 0 && utf8.Valid(v) {
 		return append(dst, v[1:len(v)-1]...), nil
 	}
 	var s string
