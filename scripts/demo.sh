@@ -16,12 +16,13 @@ pins="/sys/fs/bpf/tollgate-demo-$$"
 linklocal=169.254.77.200
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 pgport=$(free_port) proxyport=$(free_port)
-agent_pid=""
+agent_pid="" legacy_pid=""
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 cleanup() {
   set +e
+  [ -n "$legacy_pid" ] && kill -TERM "$legacy_pid" 2>/dev/null
   [ -n "$agent_pid" ] && kill -TERM "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null
   rm -rf "$pins"
   [ -d "$cgmount$cg" ] && rmdir "$cgmount$cg"
@@ -64,27 +65,43 @@ agent_pid=$!
 for _ in $(seq 100); do $TCTL --socket "$work/tollctl.sock" status >/dev/null 2>&1 && break; sleep 0.1; done
 $TCTL --socket "$work/tollctl.sock" status
 
-say "4. The legacy script, unchanged, started inside the governed cgroup (it has no password)"
+say "4. The legacy script, unchanged, started as user nobody inside the governed cgroup (it has no password)"
 sed 's/^/    /' deploy/demo/legacy-report.sh
-env -u PGPASSWORD bash -c "echo \$\$ > $cgmount$cg/cgroup.procs && exec deploy/demo/legacy-report.sh" || true
-echo "(the policy, deploy/demo/policy/demo.rego, lets this identity read and nothing else)"
+install -m 755 deploy/demo/legacy-report.sh "$work/legacy-report.sh"
+env -u PGPASSWORD bash -c "echo \$\$ > $cgmount$cg/cgroup.procs && cd / && exec runuser -u nobody -- $work/legacy-report.sh" &
+legacy_pid=$!
+echo "(the policy, deploy/demo/policy/demo.rego: read with e-mail and card masked; an UPDATE waits for a human; nothing else)"
 
-say "5. What tollgate saw"
+say "5. The script's UPDATE is held: nothing reached the database; an SRE looks and approves"
+for _ in $(seq 300); do
+  id=$($TCTL --socket "$work/tollctl.sock" approvals ls -o json 2>/dev/null |
+    python3 -c 'import json,sys; print(next((r["id"] for r in json.load(sys.stdin) if r["state"] == "pending"), ""))')
+  [ -n "$id" ] && break
+  sleep 0.1
+done
+[ -n "$id" ] || { echo "demo: no approval request appeared"; exit 1; }
+$TCTL --socket "$work/tollctl.sock" approvals ls
+echo "\$ tollctl approvals approve $id --reason 'fix-up agreed with finance'"
+$TCTL --socket "$work/tollctl.sock" approvals approve "$id" --reason 'fix-up agreed with finance'
+wait "$legacy_pid" || true
+legacy_pid=""
+
+say "6. What tollgate saw"
 $TCTL --socket "$work/tollctl.sock" sessions ls
 ids=$($TCTL --socket "$work/tollctl.sock" sessions ls -o json | python3 -c 'import json,sys; print(" ".join(s["id"] for s in json.load(sys.stdin)))')
 $TCTL --socket "$work/tollctl.sock" sessions show "${ids%% *}"
 $TCTL --socket "$work/tollctl.sock" identities ls
 
-say "6. The sessions, replayed from the audit journal"
+say "7. The sessions, replayed from the audit journal"
 for id in $ids; do $TCTL --socket "$work/tollctl.sock" sessions replay "$id" --speed 0; done
 $TCTL --socket "$work/tollctl.sock" audit pubkey > "$work/audit.pub"
 
-say "7. Agent log"
+say "8. Agent log"
 sed 's/^/    /' "$work/agent.log"
 
-say "8. The agent stops; an auditor verifies the journal offline with the public key alone"
+say "9. The agent stops; an auditor verifies the journal offline with the public key alone"
 kill -TERM "$agent_pid" && wait "$agent_pid" || true
 agent_pid=""
 $TCTL audit verify --dir "$work/state/audit" --pubkey "$work/audit.pub"
 
-say "9. Cleaning up: pins, cgroup and database removed"
+say "10. Cleaning up: pins, cgroup and database removed"

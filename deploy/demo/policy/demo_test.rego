@@ -6,9 +6,19 @@ import data.tollgate
 
 known := {"name": "legacy-report", "known": true}
 
-test_read_allowed if tollgate.decision.allow with input as {"identity": known, "request": {"kind": "statement", "read_only": true, "commands": ["SELECT"]}}
+test_read_allowed_masked if {
+	d := tollgate.decision with input as {"identity": known, "request": {"kind": "statement", "read_only": true, "commands": ["SELECT"]}}
+	d.allow
+	count(d.mask) == 2
+}
 
-test_write_denied if {
+test_update_needs_approval if {
+	d := tollgate.decision with input as {"identity": known, "request": {"kind": "statement", "read_only": false, "commands": ["UPDATE"]}}
+	d.allow
+	d.approval.required
+}
+
+test_delete_denied if {
 	d := tollgate.decision with input as {"identity": known, "request": {"kind": "statement", "read_only": false, "commands": ["DELETE"]}}
 	not d.allow
 	contains(d.reason, "read-only")
