@@ -22,9 +22,19 @@ type Evidence struct {
 	originals hash.Hash
 	masked    hash.Hash
 	values    int64
-	perLabel  map[string]int64
-	lenBuf    [8]byte
+	perLabel  []labelCount // few: one per masked column or classifier
+	// Length-prefixed values wait here and go to the digests in blocks:
+	// the digests are the same, the calls far fewer.
+	origBuf, maskBuf []byte
 }
+
+type labelCount struct {
+	label string
+	n     int64
+}
+
+// evidenceBlock is how much is staged before it is hashed.
+const evidenceBlock = 8 << 10
 
 // Summary is what the audit record lists of an Evidence.
 type Summary struct {
@@ -53,7 +63,8 @@ func (m *Masker) NewEvidence() *Evidence {
 	return &Evidence{
 		originals: hmac.New(sha256.New, m.evidenceKey),
 		masked:    sha256.New(),
-		perLabel:  make(map[string]int64),
+		origBuf:   make([]byte, 0, evidenceBlock+64),
+		maskBuf:   make([]byte, 0, evidenceBlock+64),
 	}
 }
 
@@ -62,19 +73,44 @@ func (m *Masker) NewEvidence() *Evidence {
 // original wire value and the masked one (nil when the result is NULL).
 func (e *Evidence) Add(label string, original, masked []byte) {
 	e.values++
-	e.perLabel[label]++
-	e.write(e.originals, original)
-	e.write(e.masked, masked)
+	e.count(label)
+	e.origBuf = e.write(e.originals, e.origBuf, original)
+	e.maskBuf = e.write(e.masked, e.maskBuf, masked)
 }
 
-func (e *Evidence) write(h hash.Hash, v []byte) {
+func (e *Evidence) count(label string) {
+	for i := range e.perLabel {
+		if e.perLabel[i].label == label {
+			e.perLabel[i].n++
+			return
+		}
+	}
+	e.perLabel = append(e.perLabel, labelCount{label, 1})
+}
+
+// write stages v, length-prefixed, for h.
+func (e *Evidence) write(h hash.Hash, buf, v []byte) []byte {
 	n := uint64(len(v))
 	if v == nil {
 		n = ^uint64(0)
 	}
-	binary.BigEndian.PutUint64(e.lenBuf[:], n)
-	h.Write(e.lenBuf[:])
-	h.Write(v)
+	buf = binary.BigEndian.AppendUint64(buf, n)
+	if len(buf)+len(v) > evidenceBlock {
+		h.Write(buf)
+		buf = buf[:0]
+		if len(v) > evidenceBlock {
+			h.Write(v)
+			return buf
+		}
+	}
+	return append(buf, v...)
+}
+
+// flush hashes what is staged.
+func (e *Evidence) flush() {
+	e.originals.Write(e.origBuf)
+	e.masked.Write(e.maskBuf)
+	e.origBuf, e.maskBuf = e.origBuf[:0], e.maskBuf[:0]
 }
 
 // Values is how many values were added since the last Reset.
@@ -82,6 +118,7 @@ func (e *Evidence) Values() int64 { return e.values }
 
 // Summary returns the evidence so far.
 func (e *Evidence) Summary() Summary {
+	e.flush()
 	s := Summary{
 		Values:        e.values,
 		OriginalsHMAC: hex.EncodeToString(e.originals.Sum(nil)),
@@ -90,7 +127,8 @@ func (e *Evidence) Summary() Summary {
 	if len(e.perLabel) > 0 {
 		s.PerLabel = make(map[string]int64, len(e.perLabel))
 	}
-	for label, n := range e.perLabel {
+	for _, lc := range e.perLabel {
+		label, n := lc.label, lc.n
 		s.PerLabel[label] = n
 		if name, ok := strings.CutPrefix(label, classifierLabelPrefix); ok {
 			s.Classifiers = append(s.Classifiers, name)
@@ -106,7 +144,8 @@ func (e *Evidence) Summary() Summary {
 // Reset empties e for the next statement.
 func (e *Evidence) Reset() {
 	e.values = 0
-	clear(e.perLabel)
+	e.perLabel = e.perLabel[:0]
+	e.origBuf, e.maskBuf = e.origBuf[:0], e.maskBuf[:0]
 	e.originals.Reset()
 	e.masked.Reset()
 }

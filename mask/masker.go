@@ -200,6 +200,23 @@ func appendEmail(dst, s []byte) []byte {
 // fewer when s has fewer than eight (at most half are kept), and replaces
 // the other letters and digits with '*'.
 func appendLast4(dst, s []byte) []byte {
+	if ascii(s) {
+		alnum := 0
+		for _, c := range s {
+			if isAlnum(c) {
+				alnum++
+			}
+		}
+		hide := alnum - min(4, alnum/2)
+		for _, c := range s {
+			if isAlnum(c) && hide > 0 {
+				hide--
+				c = '*'
+			}
+			dst = append(dst, c)
+		}
+		return dst
+	}
 	alnum := 0
 	for _, r := range string(s) {
 		if isAlnumRune(r) {
@@ -222,6 +239,16 @@ func appendLast4(dst, s []byte) []byte {
 		i += size
 	}
 	return dst
+}
+
+// ascii reports whether s is all ASCII.
+func ascii(s []byte) bool {
+	for _, c := range s {
+		if c >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 func isAlnumRune(r rune) bool {

@@ -38,7 +38,8 @@ func main() {
 	dials := flag.Int("dials", 2000, "connections for the setup measurement")
 	mib := flag.Int("mib", 1024, "MiB streamed for the throughput measurement")
 	idle := flag.Int("idle", 1000, "idle connections for the memory measurement")
-	suite := flag.String("suite", "all", "tcp | pg | all")
+	suite := flag.String("suite", "all", "tcp | pg | mask | all")
+	maskRows := flag.Int("mask-rows", 1000000, "rows read for the masking measurement")
 	seconds := flag.Int("seconds", 10, "pgbench run length for each path and mode")
 	flag.Parse()
 	if *client {
@@ -51,6 +52,9 @@ func main() {
 	}
 	if err == nil && (*suite == "pg" || *suite == "all") {
 		err = runPG(*seconds)
+	}
+	if err == nil && (*suite == "mask" || *suite == "all") {
+		err = runMask(*maskRows)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
