@@ -28,6 +28,9 @@ const catalogTTL = time.Minute
 // catalogTimeout bounds one catalog query.
 const catalogTimeout = 5 * time.Second
 
+// catalogIdle is how long an unused side connection stays open.
+const catalogIdle = 2 * time.Minute
+
 // maxDescribed bounds the cache of described statements per database.
 const maxDescribed = 4096
 
@@ -55,6 +58,7 @@ type catalog struct {
 
 	connMu sync.Mutex // serializes the side connection
 	conn   *pgconn.PgConn
+	idle   *time.Timer // closes conn when unused for catalogIdle
 
 	mu        sync.Mutex
 	loaded    time.Time
@@ -90,20 +94,6 @@ func (cs *catalogs) invalidate() {
 	defer cs.mu.Unlock()
 	for _, c := range cs.m {
 		c.invalidate()
-	}
-}
-
-// close closes the side connections.
-func (cs *catalogs) close() {
-	cs.mu.Lock()
-	defer cs.mu.Unlock()
-	for _, c := range cs.m {
-		c.connMu.Lock()
-		if c.conn != nil {
-			c.conn.Close(context.Background())
-			c.conn = nil
-		}
-		c.connMu.Unlock()
 	}
 }
 
@@ -158,7 +148,23 @@ func (c *catalog) with(ctx context.Context, fn func(ctx context.Context, conn *p
 		c.conn.Close(context.Background())
 		c.conn = nil
 	}
+	if c.idle == nil {
+		c.idle = time.AfterFunc(catalogIdle, c.closeIdle)
+	} else {
+		c.idle.Reset(catalogIdle)
+	}
 	return err
+}
+
+// closeIdle closes the side connection (an engine replaced by a reload
+// leaves its catalogs unused).
+func (c *catalog) closeIdle() {
+	c.connMu.Lock()
+	defer c.connMu.Unlock()
+	if c.conn != nil {
+		c.conn.Close(context.Background())
+		c.conn = nil
+	}
 }
 
 // relation returns the relation with this OID (nil when it does not exist).
