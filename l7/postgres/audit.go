@@ -63,6 +63,9 @@ type journalingDecider struct {
 
 func (j journalingDecider) Decide(ctx context.Context, s *l7.Session, r Request) Decision {
 	d := j.next.Decide(ctx, s, r)
+	if !journalStatements {
+		return d
+	}
 	rec := StatementRecord{
 		Session:       s.ID,
 		Identity:      s.Workload.Name,
@@ -97,7 +100,7 @@ type auditRecorder struct{ journal l7.Journal }
 func (auditRecorder) SessionStart(*l7.Session, SessionFacts) {}
 
 func (a auditRecorder) StatementDone(s *l7.Session, st Statement) {
-	if st.Decision.AuditSeq == 0 {
+	if st.Decision.AuditSeq == 0 || !journalStatements {
 		return // never judged (skipped after an error): nothing ran
 	}
 	a.journal.Append(context.Background(), RecordStatementResult, StatementResult{
