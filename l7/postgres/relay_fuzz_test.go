@@ -148,6 +148,8 @@ type columnsHook struct {
 	bad []string
 }
 
+func (h *columnsHook) Wants(*postgres.Result) bool { return true }
+
 func (h *columnsHook) OnRowDescription(_ *l7.Session, _ *postgres.Result, d *pgproto3.RowDescription) (*pgproto3.RowDescription, error) {
 	return d, nil
 }
