@@ -40,6 +40,10 @@ type Request struct {
 	FunctionOID uint32
 	// Facts describe the session.
 	Facts SessionFacts
+
+	// prepared holds the session's identity prepared for the policy
+	// (statements only; set by the relay).
+	prepared *preparedIdentity
 }
 
 // Decision is a Decider's answer.

@@ -46,8 +46,10 @@ type relay struct {
 	ended    atomic.Pointer[error] // why the client loop sent Terminate upstream
 	clientIn *flushReader          // reads the client, and keeps when it last did
 
-	// The client loop's: decoders of the client messages it reads.
-	cm clientMsgs
+	// The client loop's: decoders of the client messages it reads, and
+	// the identity as the policy sees it.
+	cm       clientMsgs
+	identity preparedIdentity
 
 	// The server loop's.
 	stmts     map[string]*stmtInfo   // prepared statements by name
@@ -428,6 +430,7 @@ func (r *relay) decide(q *request, req Request) error {
 		return upstreamWriteError(err)
 	}
 	req.Facts = r.state.snapshot()
+	req.prepared = &r.identity
 	q.dec = r.e.decider.Decide(r.ctx, r.s, req)
 	q.denied = !q.dec.Allow
 	q.start = r.e.now()
