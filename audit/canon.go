@@ -415,10 +415,44 @@ func appendRune(dst []byte, r rune) []byte {
 // U+FFFD.
 func appendString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
-	for _, r := range s {
+	for i := 0; i < len(s); {
+		// Copy the run of ASCII bytes that stand for themselves.
+		run := i
+		for run < len(s) && plain[s[run]] {
+			run++
+		}
+		dst = append(dst, s[i:run]...)
+		if run == len(s) {
+			break
+		}
+		r, size := utf8.DecodeRuneInString(s[run:])
 		dst = appendRune(dst, r)
+		i = run + size
 	}
 	return append(dst, '"')
+}
+
+// AppendString appends s as a JSON string in the canonical encoding: what
+// encoding/json writes for s, canonicalized (invalid UTF-8 becomes
+// U+FFFD).
+func AppendString(dst []byte, s string) []byte { return appendString(dst, s) }
+
+// AppendJSON appends the canonical encoding of the JSON text src.
+func AppendJSON(dst, src []byte) ([]byte, error) { return appendCanonical(dst, src) }
+
+// Canonical is record data its maker encoded in the canonical encoding
+// (with AppendString, AppendJSON and keys written in order). Append takes
+// it as it is, unchecked, which spares a parse of each record: data that
+// is not canonical makes a record that fails verification. Its JSON is
+// itself.
+type Canonical []byte
+
+// MarshalJSON returns c ({} when empty).
+func (c Canonical) MarshalJSON() ([]byte, error) {
+	if len(c) == 0 {
+		return []byte("{}"), nil
+	}
+	return c, nil
 }
 
 func (c *canonicalizer) number(dst []byte) ([]byte, error) {

@@ -329,7 +329,8 @@ func (j *Journal) Status() Status {
 }
 
 // Append adds a record of type typ whose data is data's JSON encoding
-// (json.RawMessage and []byte are taken as JSON text; nil or empty is {}),
+// (json.RawMessage and []byte are taken as JSON text, Canonical as
+// canonical JSON text; nil or empty is {}),
 // and returns its seq. With Batch durability it returns once the record is
 // buffered, with Strict once it is written and synced. While the journal
 // cannot write, it returns an error wrapping ErrUnavailable and the cause;
@@ -399,6 +400,11 @@ func canonicalData(data any) ([]byte, error) {
 	switch d := data.(type) {
 	case nil:
 		return []byte("{}"), nil
+	case Canonical:
+		if len(d) == 0 {
+			return []byte("{}"), nil
+		}
+		return d, nil
 	case json.RawMessage:
 		raw = d
 	case []byte:

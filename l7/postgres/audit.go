@@ -2,9 +2,13 @@ package postgres
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"sync"
 
+	"github.com/tollgate-dev/tollgate/audit"
 	"github.com/tollgate-dev/tollgate/l7"
 	"github.com/tollgate-dev/tollgate/policy"
 )
@@ -63,6 +67,9 @@ type journalingDecider struct {
 
 func (j journalingDecider) Decide(ctx context.Context, s *l7.Session, r Request) Decision {
 	d := j.next.Decide(ctx, s, r)
+	if !journalStatements {
+		return d
+	}
 	rec := StatementRecord{
 		Session:       s.ID,
 		Identity:      s.Workload.Name,
@@ -83,12 +90,143 @@ func (j journalingDecider) Decide(ctx context.Context, s *l7.Session, r Request)
 	if rec.Record == policy.RecordFull {
 		rec.SQL = r.SQL
 	}
-	seq, err := j.journal.Append(ctx, RecordStatement, rec)
+	bp := getRecordBuf()
+	defer putRecordBuf(bp)
+	data, err := rec.appendJSON((*bp)[:0])
+	*bp = data
+	seq := uint64(0)
+	if err != nil {
+		err = fmt.Errorf("audit: %s data: %w", RecordStatement, err)
+	} else {
+		seq, err = j.journal.Append(ctx, RecordStatement, audit.Canonical(data))
+	}
 	if err != nil {
 		return Decision{Reason: fmt.Sprintf("the audit journal cannot be written, so nothing is let through: %v", errors.Unwrap(err))}
 	}
 	d.AuditSeq = seq
 	return d
+}
+
+// recordBufs hold the encodings of records while they are appended.
+var recordBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+func getRecordBuf() *[]byte { return recordBufs.Get().(*[]byte) }
+
+// putRecordBuf returns a buffer to recordBufs, unless a large record made
+// it large.
+func putRecordBuf(b *[]byte) {
+	if cap(*b) <= 64<<10 {
+		recordBufs.Put(b)
+	}
+}
+
+// appendJSON appends rec's JSON in the audit journal's canonical encoding:
+// what json.Marshal writes, canonicalized, without either step.
+func (rec *StatementRecord) appendJSON(b []byte) ([]byte, error) {
+	b = append(b, `{"allow":`...)
+	b = strconv.AppendBool(b, rec.Allow)
+	if rec.FunctionOID != 0 {
+		b = append(b, `,"function_oid":`...)
+		b = strconv.AppendUint(b, uint64(rec.FunctionOID), 10)
+	}
+	b = append(b, `,"identity":`...)
+	b = audit.AppendString(b, rec.Identity)
+	b = append(b, `,"kind":`...)
+	b = audit.AppendString(b, rec.Kind)
+	if len(rec.Mask) > 0 {
+		b = append(b, `,"mask":[`...)
+		for i := range rec.Mask {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			var err error
+			if b, err = appendMaskRule(b, &rec.Mask[i]); err != nil {
+				return b, err
+			}
+		}
+		b = append(b, ']')
+	}
+	b = append(b, `,"policy_version":`...)
+	b = audit.AppendString(b, rec.PolicyVersion)
+	b = appendOptString(b, `,"protocol":`, rec.Protocol)
+	b = appendOptString(b, `,"reason":`, rec.Reason)
+	b = append(b, `,"record":`...)
+	b = audit.AppendString(b, rec.Record)
+	b = append(b, `,"session":`...)
+	b = audit.AppendString(b, rec.Session)
+	b = appendOptString(b, `,"sql":`, rec.SQL)
+	b = appendOptString(b, `,"statement":`, rec.Statement)
+	b = append(b, `,"target":`...)
+	b = audit.AppendString(b, rec.Target)
+	return append(b, '}'), nil
+}
+
+// appendMaskRule appends m's canonical JSON. A rule with parameters of its
+// own takes the long way (MarshalJSON).
+func appendMaskRule(b []byte, m *policy.MaskRule) ([]byte, error) {
+	if len(m.Params) > 0 {
+		raw, err := json.Marshal(m)
+		if err != nil {
+			return b, err
+		}
+		return audit.AppendJSON(b, raw)
+	}
+	b = append(b, '{')
+	if m.Classifier != "" {
+		b = append(b, `"classifier":`...)
+		b = audit.AppendString(b, m.Classifier)
+		b = append(b, ',')
+	}
+	if m.Column != "" {
+		b = append(b, `"column":`...)
+		b = audit.AppendString(b, m.Column)
+		b = append(b, ',')
+	}
+	b = append(b, `"method":`...)
+	b = audit.AppendString(b, m.Method)
+	b = appendOptString(b, `,"table":`, m.Table)
+	return append(b, '}'), nil
+}
+
+// appendOptString appends key and s, unless s is empty (omitempty).
+func appendOptString(b []byte, key, s string) []byte {
+	if s == "" {
+		return b
+	}
+	b = append(b, key...)
+	return audit.AppendString(b, s)
+}
+
+// appendJSON appends res's JSON in the audit journal's canonical encoding.
+func (res *StatementResult) appendJSON(b []byte) []byte {
+	b = append(b, '{')
+	if len(res.Commands) > 0 {
+		b = append(b, `"commands":[`...)
+		for i, c := range res.Commands {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = audit.AppendString(b, c)
+		}
+		b = append(b, "],"...)
+	}
+	b = append(b, `"duration_us":`...)
+	b = strconv.AppendInt(b, res.DurationUS, 10)
+	b = appendOptString(b, `,"error":`, res.Error)
+	b = appendOptString(b, `,"portal":`, res.Portal)
+	b = append(b, `,"protocol":`...)
+	b = audit.AppendString(b, res.Protocol)
+	b = append(b, `,"rows":`...)
+	b = strconv.AppendInt(b, res.Rows, 10)
+	b = append(b, `,"session":`...)
+	b = audit.AppendString(b, res.Session)
+	b = appendOptString(b, `,"sqlstate":`, res.SQLState)
+	b = append(b, `,"statement_seq":`...)
+	b = strconv.AppendUint(b, res.Statement, 10)
+	if res.Suspended {
+		b = append(b, `,"suspended":true`...)
+	}
+	return append(b, '}')
 }
 
 // auditRecorder writes the outcome of every execution.
@@ -97,10 +235,10 @@ type auditRecorder struct{ journal l7.Journal }
 func (auditRecorder) SessionStart(*l7.Session, SessionFacts) {}
 
 func (a auditRecorder) StatementDone(s *l7.Session, st Statement) {
-	if st.Decision.AuditSeq == 0 {
+	if st.Decision.AuditSeq == 0 || !journalStatements {
 		return // never judged (skipped after an error): nothing ran
 	}
-	a.journal.Append(context.Background(), RecordStatementResult, StatementResult{
+	res := StatementResult{
 		Session:    s.ID,
 		Statement:  st.Decision.AuditSeq,
 		Protocol:   st.Protocol,
@@ -111,7 +249,11 @@ func (a auditRecorder) StatementDone(s *l7.Session, st Statement) {
 		SQLState:   st.SQLState,
 		Error:      st.Error,
 		Suspended:  st.Suspended,
-	})
+	}
+	bp := getRecordBuf()
+	*bp = res.appendJSON((*bp)[:0])
+	a.journal.Append(context.Background(), RecordStatementResult, audit.Canonical(*bp))
+	putRecordBuf(bp)
 }
 
 func (auditRecorder) SessionEnd(*l7.Session, SessionFacts, error) {}

@@ -40,6 +40,10 @@ type Request struct {
 	FunctionOID uint32
 	// Facts describe the session.
 	Facts SessionFacts
+
+	// prepared holds the session's identity prepared for the policy
+	// (statements only; set by the relay).
+	prepared *preparedIdentity
 }
 
 // Decision is a Decider's answer.
@@ -97,23 +101,30 @@ type Result struct {
 	// Fields describe the columns as the server sent them, with the result
 	// format codes the client asked for applied (0 text, 1 binary). Nil
 	// when the server sent no RowDescription for this result and none was
-	// kept from an earlier Describe of the statement.
+	// kept from an earlier Describe of the statement. When Wants is asked
+	// about a simple Query's result, Fields is nil: its RowDescription is
+	// decoded only for a hook that wants the result.
 	Fields []pgproto3.FieldDescription
-	// Index is the 0-based index, within a simple Query of several
-	// statements, of the statement that produced the result (0 in the
-	// extended protocol).
+	// Index is the 0-based position, within a simple Query of several
+	// statements, of the statement that produced the result (the number of
+	// CommandComplete and EmptyQueryResponse messages of that Query before
+	// it); 0 for the extended protocol.
 	Index int
 }
 
 // RowHook sees, and may rewrite, the result rows the upstream sends the
-// client (masking). Both methods run on the session's upstream-reading
+// client (masking). Its methods run on the session's upstream-reading
 // goroutine; what they are handed is valid only during the call, and what
 // they return must not be retained by the hook. An error ends the session
 // with a FATAL error to the client: a result the hook cannot handle is
 // never passed on unchanged.
 type RowHook interface {
-	// Wants reports whether the hook sees the result's rows; those of a
-	// result it does not want pass unchanged.
+	// Wants reports whether the hook must see the result r. It is asked
+	// once per result of a Query or Execute, before the result's
+	// RowDescription (a Query's) or its first DataRow, and about each
+	// RowDescription that answers a Describe. When it reports false, those
+	// messages are relayed as they came, undecoded, and the other methods
+	// are not called for them.
 	Wants(r *Result) bool
 	// OnRowDescription returns the description to send the client in place
 	// of desc (desc itself, for no change). r.Fields is desc's fields with

@@ -210,6 +210,13 @@ func TestMaskExpressions(t *testing.T) {
 			t.Errorf("%s: got %v; want a 42501 denial about masking", sql, err)
 		}
 	}
+	// A constraint's detail would quote the row, masked columns included.
+	srv.Exec(t, "ALTER TABLE customers ADD CONSTRAINT short_name CHECK (length(name) < 10)")
+	_, err := c.Exec(context.Background(), "UPDATE customers SET name = 'a much longer name' WHERE id = 1")
+	var pe *pgconn.PgError
+	if !errorsAs(err, &pe) || pe.Code != "23514" || strings.Contains(pe.Detail, "ada@") || !strings.Contains(pe.Detail, "withheld") {
+		t.Errorf("check violation: %v (detail %q); want 23514 with the detail withheld", err, pe.Detail)
+	}
 	// Still usable, and expressions over unmasked columns run.
 	rows := queryRows(t, c, "SELECT lower(name), count(*) FROM customers WHERE email LIKE '%example%' GROUP BY 1 ORDER BY 1")
 	if len(rows) != 2 || rows[0][0] != "ada" {

@@ -30,6 +30,9 @@ var _ Decider = PolicyDecider{}
 // Decide implements Decider.
 func (p PolicyDecider) Decide(ctx context.Context, s *l7.Session, r Request) Decision {
 	in := s.PolicyInput()
+	if r.prepared != nil && r.Kind == KindStatement {
+		in.Identity = r.prepared.identity(p.Policy, in.Identity)
+	}
 	in.Session.Database = r.Facts.Database
 	in.Session.User = r.Facts.User
 	in.Session.ApplicationName = r.Facts.ApplicationName
@@ -117,4 +120,29 @@ func fromPolicy(pd policy.Decision) Decision {
 		d.Reason = "denied by policy"
 	}
 	return d
+}
+
+// preparedIdentity is a session's identity made ready for the policy
+// (policy.PrepareIdentity) once, after the connect decision, rather than
+// for each statement; prepared again when the policy in force changes.
+// The session's client loop owns it.
+type preparedIdentity struct {
+	version string // of the policy it was prepared under
+	id      *policy.PreparedIdentity
+}
+
+// identity returns the prepared form of id, the session's identity.
+func (pi *preparedIdentity) identity(p l7.Policy, id any) any {
+	version := ""
+	if v, ok := p.(interface{ Version() string }); ok {
+		version = v.Version()
+	}
+	if pi.id == nil || pi.version != version {
+		prep, err := policy.PrepareIdentity(id)
+		if err != nil {
+			return id // the policy engine says what is wrong with it
+		}
+		pi.id, pi.version = prep, version
+	}
+	return pi.id
 }

@@ -112,3 +112,40 @@ func FuzzPolicyInput(f *testing.F) {
 		}
 	})
 }
+
+// versionedPolicy is a recordingPolicy with a version that changes on
+// reload.
+type versionedPolicy struct {
+	recordingPolicy
+	version string
+}
+
+func (p *versionedPolicy) Version() string { return p.version }
+
+func TestPolicyDeciderPreparesIdentity(t *testing.T) {
+	p := &versionedPolicy{version: "v1"}
+	d := PolicyDecider{Policy: p, Analyzer: sqlinfo.NewAnalyzer(sqlinfo.Limits{}, 100)}
+	ctx := context.Background()
+	s := testSession()
+	var prep preparedIdentity
+	req := Request{Kind: KindStatement, Protocol: ProtocolSimple, SQL: "SELECT 1", prepared: &prep}
+
+	d.Decide(ctx, s, Request{Kind: KindConnect, prepared: &prep})
+	if _, ok := p.inputs[0].Identity.(identity.Workload); !ok || prep.id != nil {
+		t.Errorf("connect: identity %T, prepared %v; want the workload, nothing prepared", p.inputs[0].Identity, prep.id)
+	}
+	d.Decide(ctx, s, req)
+	d.Decide(ctx, s, req)
+	first, ok := p.inputs[1].Identity.(*policy.PreparedIdentity)
+	if !ok || p.inputs[2].Identity != first {
+		t.Fatalf("statements: identities %T %T; want one prepared identity", p.inputs[1].Identity, p.inputs[2].Identity)
+	}
+	if w, ok := first.Identity().(identity.Workload); !ok || w.Name != "billing" {
+		t.Errorf("prepared identity of %+v; want the session's workload", first.Identity())
+	}
+	p.version = "v2" // a reload
+	d.Decide(ctx, s, req)
+	if again := p.inputs[3].Identity.(*policy.PreparedIdentity); again == first {
+		t.Error("the identity prepared under the previous policy is still used after a reload")
+	}
+}

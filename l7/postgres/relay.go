@@ -32,10 +32,10 @@ type relay struct {
 
 	client net.Conn
 	up     net.Conn
-	cr     *pgproto3.Backend  // reads the client
-	uw     *msgWriter         // writes upstream: the client loop's
-	ur     *pgproto3.Frontend // reads the upstream
-	cw     *msgWriter         // writes the client: the server loop's
+	cr     *msgReader // reads the client: the client loop's
+	uw     *msgWriter // writes upstream: the client loop's
+	ur     *msgReader // reads the upstream: the server loop's
+	cw     *msgWriter // writes the client: the server loop's
 
 	mu    sync.Mutex
 	queue []*request // sent upstream, awaiting responses, in order
@@ -47,11 +47,49 @@ type relay struct {
 	clientIn *flushReader          // reads the client, and keeps when it last did
 	cancel   *cancelTarget         // the session's cancel key's target; nil in tests without one
 
+	// The client loop's: decoders of the client messages it reads, and
+	// the identity as the policy sees it.
+	cm       clientMsgs
+	identity preparedIdentity
+
 	// The server loop's.
 	copyOut   *Result                // a COPY TO STDOUT whose rows the row hook sees
 	stmts     map[string]*stmtInfo   // prepared statements by name
 	portals   map[string]*portalInfo // portals by name
 	lastFatal bool                   // the last message to the client was a FATAL error
+	sm        serverMsgs             // decoders of the server messages it reads
+}
+
+// clientMsgs are the client messages the relay decodes, reused.
+type clientMsgs struct {
+	query    pgproto3.Query
+	parse    pgproto3.Parse
+	bind     pgproto3.Bind
+	describe pgproto3.Describe
+	execute  pgproto3.Execute
+	close    pgproto3.Close
+	fn       pgproto3.FunctionCall
+	copyFail pgproto3.CopyFail
+}
+
+// serverMsgs are the server messages the relay decodes, reused. Messages it
+// only checks are decoded too, so that a malformed one ends the session as
+// pgproto3 would have, never reaching the client.
+type serverMsgs struct {
+	dataRow     pgproto3.DataRow
+	rowDesc     pgproto3.RowDescription
+	complete    pgproto3.CommandComplete
+	ready       pgproto3.ReadyForQuery
+	paramStatus pgproto3.ParameterStatus
+	keyData     pgproto3.BackendKeyData
+	paramDesc   pgproto3.ParameterDescription
+	notice      pgproto3.NoticeResponse
+	notify      pgproto3.NotificationResponse
+	copyIn      pgproto3.CopyInResponse
+	copyOut     pgproto3.CopyOutResponse
+	copyData    pgproto3.CopyData
+	copyBoth    pgproto3.CopyBothResponse
+	fnResponse  pgproto3.FunctionCallResponse
 }
 
 // request is a client message sent upstream that the server answers. The
@@ -70,8 +108,9 @@ type request struct {
 	start   time.Time
 
 	// Filled in by the server loop.
-	result    *Result
-	done      int // statements of a Query that ended (CommandComplete, EmptyQueryResponse)
+	result    *Result // of the result being relayed
+	wants     int8    // whether the RowHook wants result: 0 not asked yet, 1 yes, -1 no
+	index     int     // Query: statements of it that completed so far
 	commands  []string
 	rows      int64
 	code, msg string
@@ -103,9 +142,9 @@ func newRelay(e *engine, s *l7.Session, state *sessionState, st *clientStartup, 
 	r.uw = &msgWriter{w: up.conn, n: &s.BytesIn}
 	r.cw = &msgWriter{w: st.conn, n: &s.BytesOut}
 	r.clientIn = &flushReader{r: st.r, w: r.uw, stamp: e.idleTimeout > 0}
-	r.cr = pgproto3.NewBackend(r.clientIn, io.Discard)
-	r.cr.SetMaxBodyLen(e.maxMessage)
-	r.ur = pgproto3.NewFrontend(&flushReader{r: up.conn, w: r.cw}, io.Discard)
+	r.cr = newMsgReader(r.clientIn, e.maxMessage)
+	r.cr.known = isFrontendType
+	r.ur = newMsgReader(&flushReader{r: up.conn, w: r.cw}, 0)
 	return r
 }
 
@@ -202,68 +241,150 @@ func (r *relay) clientLoop() error {
 				return err
 			}
 		}
-		msg, err := r.cr.Receive()
+		typ, frame, body, err := r.cr.next()
 		if err != nil {
 			var ne net.Error
 			if idle > 0 && errors.As(err, &ne) && ne.Timeout() && r.ctx.Err() == nil {
 				if since, ok := r.idleSince(); !ok || time.Since(since) < idle {
-					continue // pgproto3 resumes a message cut by the deadline
+					continue // the reader resumes a message cut by the deadline
 				}
 				return r.idleTimeout()
 			}
 			return r.clientReadError(err)
 		}
-		var out encoder = msg
-		switch m := msg.(type) {
-		case *pgproto3.Query:
-			q := &request{kind: 'Q', sql: m.String}
-			if err := r.decide(q, Request{Kind: KindStatement, Protocol: ProtocolSimple, SQL: m.String}); err != nil {
-				return err
-			}
-			if q.denied {
-				out = &pgproto3.Query{String: deniedSQL()}
-			}
-			r.push(q)
-		case *pgproto3.Parse:
-			q := &request{kind: 'P', name: m.Name, sql: m.Query}
-			if err := r.decide(q, Request{Kind: KindStatement, Protocol: ProtocolExtended, SQL: m.Query, Statement: m.Name}); err != nil {
-				return err
-			}
-			if q.denied {
-				out = &pgproto3.Parse{Name: m.Name, Query: deniedSQL()}
-			}
-			r.push(q)
-		case *pgproto3.FunctionCall:
-			q := &request{kind: 'F', fn: m.Function}
-			if err := r.decide(q, Request{Kind: KindStatement, Protocol: ProtocolFunction, FunctionOID: m.Function}); err != nil {
-				return err
-			}
-			if q.denied {
-				// Same answer as a failed FunctionCall: an ErrorResponse,
-				// then ReadyForQuery.
-				out = &pgproto3.Query{String: deniedSQL()}
-			}
-			r.push(q)
-		case *pgproto3.Bind:
-			r.push(&request{kind: 'B', name: m.DestinationPortal, stmt: m.PreparedStatement, formats: append([]int16(nil), m.ResultFormatCodes...)})
-		case *pgproto3.Describe:
-			r.push(&request{kind: 'D', obj: m.ObjectType, name: m.Name})
-		case *pgproto3.Execute:
-			r.push(&request{kind: 'E', name: m.Portal, start: r.e.now()})
-		case *pgproto3.Close:
-			r.push(&request{kind: 'C', obj: m.ObjectType, name: m.Name})
-		case *pgproto3.Sync:
-			r.push(&request{kind: 'S'})
-		case *pgproto3.Flush, *pgproto3.CopyData, *pgproto3.CopyDone, *pgproto3.CopyFail:
-		case *pgproto3.Terminate:
-			return r.terminate(errTerminated)
-		default:
-			return &fatalError{code: codeProtocolViolation, msg: fmt.Sprintf("invalid frontend message type %T after startup", msg), err: errors.New("protocol violation")}
-		}
-		if err := r.uw.send(out); err != nil {
-			return upstreamWriteError(err)
+		if err := r.fromClient(typ, frame, body); err != nil {
+			return err
 		}
 	}
+}
+
+// isFrontendType reports whether typ is a message type a client may send
+// after the startup (or 'p', refused once read).
+func isFrontendType(typ byte) bool {
+	switch typ {
+	case 'Q', 'P', 'B', 'D', 'E', 'C', 'S', 'H', 'd', 'c', 'f', 'F', 'X', 'p':
+		return true
+	}
+	return false
+}
+
+// fromClient judges, notes and relays one client message. A message is
+// forwarded as the bytes it came in when its decoding reads all of it (it
+// is then what the re-encoded message would be); else as pgproto3
+// re-encodes it, as the server reads it.
+func (r *relay) fromClient(typ byte, frame, body []byte) error {
+	m := &r.cm
+	var out encoder // nil: frame
+	switch typ {
+	case 'Q':
+		if err := m.query.Decode(body); err != nil {
+			return r.clientReadError(err)
+		}
+		q := &request{kind: 'Q', sql: m.query.String}
+		if err := r.decide(q, Request{Kind: KindStatement, Protocol: ProtocolSimple, SQL: q.sql}); err != nil {
+			return err
+		}
+		if q.denied {
+			out = &pgproto3.Query{String: deniedSQL()}
+		}
+		r.push(q)
+	case 'P':
+		if err := m.parse.Decode(body); err != nil {
+			return r.clientReadError(err)
+		}
+		if len(body) != len(m.parse.Name)+len(m.parse.Query)+4+4*len(m.parse.ParameterOIDs) {
+			out = &m.parse
+		}
+		q := &request{kind: 'P', name: m.parse.Name, sql: m.parse.Query}
+		if err := r.decide(q, Request{Kind: KindStatement, Protocol: ProtocolExtended, SQL: q.sql, Statement: q.name}); err != nil {
+			return err
+		}
+		if q.denied {
+			out = &pgproto3.Parse{Name: q.name, Query: deniedSQL()}
+		}
+		r.push(q)
+	case 'F':
+		if err := m.fn.Decode(body); err != nil {
+			return r.clientReadError(err)
+		}
+		if len(body) != functionCallLen(&m.fn) {
+			out = &m.fn
+		}
+		q := &request{kind: 'F', fn: m.fn.Function}
+		if err := r.decide(q, Request{Kind: KindStatement, Protocol: ProtocolFunction, FunctionOID: q.fn}); err != nil {
+			return err
+		}
+		if q.denied {
+			// Same answer as a failed FunctionCall: an ErrorResponse,
+			// then ReadyForQuery.
+			out = &pgproto3.Query{String: deniedSQL()}
+		}
+		r.push(q)
+	case 'B':
+		portal, stmt, formats, ok := parseBind(body)
+		if !ok {
+			if err := m.bind.Decode(body); err != nil {
+				return r.clientReadError(err)
+			}
+			portal, stmt, formats = m.bind.DestinationPortal, m.bind.PreparedStatement, append([]int16(nil), m.bind.ResultFormatCodes...)
+			out = &m.bind
+		}
+		r.push(&request{kind: 'B', name: portal, stmt: stmt, formats: formats})
+	case 'D':
+		if err := m.describe.Decode(body); err != nil {
+			return r.clientReadError(err)
+		}
+		r.push(&request{kind: 'D', obj: m.describe.ObjectType, name: m.describe.Name})
+	case 'E':
+		portal, ok := parseExecute(body)
+		if !ok {
+			if err := m.execute.Decode(body); err != nil {
+				return r.clientReadError(err)
+			}
+			portal, out = m.execute.Portal, &m.execute
+		}
+		r.push(&request{kind: 'E', name: portal, start: r.e.now()})
+	case 'C':
+		if err := m.close.Decode(body); err != nil {
+			return r.clientReadError(err)
+		}
+		r.push(&request{kind: 'C', obj: m.close.ObjectType, name: m.close.Name})
+	case 'S':
+		if err := (&pgproto3.Sync{}).Decode(body); err != nil {
+			return r.clientReadError(err)
+		}
+		r.push(&request{kind: 'S'})
+	case 'H':
+		if err := (&pgproto3.Flush{}).Decode(body); err != nil {
+			return r.clientReadError(err)
+		}
+	case 'c':
+		if err := (&pgproto3.CopyDone{}).Decode(body); err != nil {
+			return r.clientReadError(err)
+		}
+	case 'f':
+		if err := m.copyFail.Decode(body); err != nil {
+			return r.clientReadError(err)
+		}
+	case 'd':
+	case 'X':
+		if err := (&pgproto3.Terminate{}).Decode(body); err != nil {
+			return r.clientReadError(err)
+		}
+		return r.terminate(errTerminated)
+	default:
+		return &fatalError{code: codeProtocolViolation, msg: fmt.Sprintf("invalid frontend message type %q after startup", typ), err: errors.New("protocol violation")}
+	}
+	var err error
+	if out != nil {
+		err = r.uw.send(out)
+	} else {
+		err = r.uw.sendFrame(frame)
+	}
+	if err != nil {
+		return upstreamWriteError(err)
+	}
+	return nil
 }
 
 // idleSince returns since when the session is idle: the later of the
@@ -313,6 +434,9 @@ func (r *relay) decide(q *request, req Request) error {
 		return upstreamWriteError(err)
 	}
 	req.Facts = r.state.snapshot()
+	req.prepared = &r.identity
+	// A cancel request from the client ends a long decision (an
+	// approval): the statement is refused as PostgreSQL cancels one.
 	ctx, stop := context.WithCancelCause(r.ctx)
 	defer stop(nil)
 	if r.cancel != nil {
@@ -422,135 +546,121 @@ func (r *relay) skipToSync() []*request {
 // upstream ends the session or a read or write fails.
 func (r *relay) serverLoop() error {
 	for {
-		msg, err := r.ur.Receive()
+		typ, frame, body, err := r.ur.next()
 		if err != nil {
 			return r.serverReadError(err)
 		}
-		out, err := r.fromServer(msg)
-		if err != nil {
+		out, err := r.fromServer(typ, body)
+		switch {
+		case err != nil:
 			return err
-		}
-		if out == nil {
+		case out == nil:
+			err = r.cw.sendFrame(frame)
+		case out == drop:
 			continue
+		default:
+			err = r.cw.send(out)
 		}
-		if err := r.cw.send(out); err != nil {
+		if err != nil {
 			return clientWriteError(err)
 		}
 	}
 }
 
+// drop is what fromServer returns for a message the client must not see.
+var drop encoder = &pgproto3.BackendKeyData{}
+
 // fromServer updates the relay's state with one message from the server and
-// returns what to send the client in its place (nil: nothing).
-func (r *relay) fromServer(msg pgproto3.BackendMessage) (encoder, error) {
-	switch m := msg.(type) {
-	case *pgproto3.DataRow:
+// returns what to send the client in its place: nil for the message as it
+// came, drop for nothing.
+func (r *relay) fromServer(typ byte, body []byte) (encoder, error) {
+	m := &r.sm
+	switch typ {
+	case 'D': // DataRow
 		if r.e.rows == nil {
-			return m, nil
+			return nil, nil
 		}
-		res := r.resultOf(r.head())
-		if !r.e.rows.Wants(res) {
-			return m, nil
+		res := r.rowsResult(r.head())
+		if res == nil {
+			return nil, nil
 		}
-		row, err := r.e.rows.OnDataRow(r.s, res, m)
+		if err := m.dataRow.Decode(body); err != nil {
+			return nil, r.serverReadError(err)
+		}
+		row, err := r.e.rows.OnDataRow(r.s, res, &m.dataRow)
 		if err != nil {
 			return nil, hookError(err)
 		}
 		return row, nil
 
-	case *pgproto3.RowDescription:
-		h := r.head()
-		var res *Result
-		switch {
-		case h == nil:
-		case h.kind == 'D' && h.obj == 'S':
-			r.pop()
-			if si := r.stmts[h.name]; si != nil {
-				si.fields = copyFields(m.Fields)
-				res = &Result{SQL: si.sql, Decision: si.dec, Fields: si.fields}
-			}
-		case h.kind == 'D' && h.obj == 'P':
-			r.pop()
-			if pi := r.portals[h.name]; pi != nil {
-				pi.fields = copyFields(m.Fields)
-				res = r.portalResult(pi)
-			}
-		case h.kind == 'Q':
-			h.result = &Result{SQL: h.sql, Decision: h.dec, Fields: copyFields(m.Fields), Index: h.done}
-			res = h.result
-		}
-		if r.e.rows == nil {
-			return m, nil
-		}
-		if res == nil {
-			res = &Result{Fields: m.Fields}
-		}
-		if !r.e.rows.Wants(res) {
-			return m, nil
-		}
-		d, err := r.e.rows.OnRowDescription(r.s, res, m)
-		if err != nil {
-			return nil, hookError(err)
-		}
-		return d, nil
+	case 'T': // RowDescription
+		return r.rowDescription(body)
 
-	case *pgproto3.CommandComplete:
+	case 'C': // CommandComplete
+		if err := m.complete.Decode(body); err != nil {
+			return nil, r.serverReadError(err)
+		}
 		h := r.head()
 		if h == nil {
-			return m, nil
+			return nil, nil
 		}
 		switch h.kind {
 		case 'Q':
-			h.addCommand(m.CommandTag)
-			h.result = nil
-			h.done++
+			h.addCommand(m.complete.CommandTag)
+			h.nextResult()
 		case 'E':
 			r.pop()
-			h.addCommand(m.CommandTag)
+			h.addCommand(m.complete.CommandTag)
 			r.recordExecute(h)
 		}
-		return m, nil
+		return nil, nil
 
-	case *pgproto3.EmptyQueryResponse, *pgproto3.PortalSuspended:
-		if h := r.head(); h != nil && h.kind == 'Q' {
-			h.done++
+	case 'I', 's': // EmptyQueryResponse, PortalSuspended
+		if len(body) != 0 {
+			return nil, r.serverReadError(fmt.Errorf("invalid message length of %q: %d", typ, len(body)))
 		}
-		if h := r.head(); h != nil && h.kind == 'E' {
-			r.pop()
-			_, h.suspended = m.(*pgproto3.PortalSuspended)
-			r.recordExecute(h)
+		if h := r.head(); h != nil {
+			switch {
+			case h.kind == 'E':
+				r.pop()
+				h.suspended = typ == 's'
+				r.recordExecute(h)
+			case h.kind == 'Q' && typ == 'I':
+				h.nextResult()
+			}
 		}
-		return m, nil
+		return nil, nil
 
-	case *pgproto3.ErrorResponse:
-		return r.serverError(m), nil
+	case 'E': // ErrorResponse
+		var e pgproto3.ErrorResponse
+		if err := e.Decode(body); err != nil {
+			return nil, r.serverReadError(err)
+		}
+		return r.serverError(&e), nil
 
-	case *pgproto3.ParseComplete:
-		if h := r.head(); h != nil && h.kind == 'P' {
+	case '1', '2', '3', 'n': // ParseComplete, BindComplete, CloseComplete, NoData
+		if len(body) != 0 {
+			return nil, r.serverReadError(fmt.Errorf("invalid message length of %q: %d", typ, len(body)))
+		}
+		h := r.head()
+		if h == nil {
+			return nil, nil
+		}
+		switch {
+		case typ == '1' && h.kind == 'P':
 			r.pop()
 			r.stmts[h.name] = &stmtInfo{sql: h.sql, dec: h.dec}
-		}
-		return m, nil
-
-	case *pgproto3.BindComplete:
-		if h := r.head(); h != nil && h.kind == 'B' {
+		case typ == '2' && h.kind == 'B':
 			r.pop()
 			r.portals[h.name] = &portalInfo{name: h.stmt, stmt: r.stmts[h.stmt], formats: h.formats}
-		}
-		return m, nil
-
-	case *pgproto3.CloseComplete:
-		if h := r.head(); h != nil && h.kind == 'C' {
+		case typ == '3' && h.kind == 'C':
 			r.pop()
 			if h.obj == 'S' {
 				delete(r.stmts, h.name)
 			} else {
 				delete(r.portals, h.name)
 			}
-		}
-		return m, nil
-
-	case *pgproto3.NoData:
-		if h := r.head(); h != nil && h.kind == 'D' {
+		case typ == 'n' && h.kind == 'D':
 			r.pop()
 			if h.obj == 'S' {
 				if si := r.stmts[h.name]; si != nil {
@@ -560,44 +670,154 @@ func (r *relay) fromServer(msg pgproto3.BackendMessage) (encoder, error) {
 				pi.fields = nil
 			}
 		}
-		return m, nil
+		return nil, nil
 
-	case *pgproto3.ReadyForQuery:
-		r.readyForQuery(m.TxStatus)
-		return m, nil
-
-	case *pgproto3.ParameterStatus:
-		if m.Name == "application_name" {
-			r.state.setApplicationName(m.Value)
+	case 'Z': // ReadyForQuery
+		if err := m.ready.Decode(body); err != nil {
+			return nil, r.serverReadError(err)
 		}
-		return m, nil
+		r.readyForQuery(m.ready.TxStatus)
+		return nil, nil
 
-	case *pgproto3.BackendKeyData:
-		return nil, nil // the client has the proxy's key; never the upstream's
+	case 'S': // ParameterStatus
+		if err := m.paramStatus.Decode(body); err != nil {
+			return nil, r.serverReadError(err)
+		}
+		if m.paramStatus.Name == "application_name" {
+			r.state.setApplicationName(m.paramStatus.Value)
+		}
+		return nil, nil
 
-	case *pgproto3.CopyOutResponse:
-		return m, r.copyOutStart()
+	case 'K': // BackendKeyData: the client has the proxy's key; never the upstream's
+		if err := m.keyData.Decode(body); err != nil {
+			return nil, r.serverReadError(err)
+		}
+		return drop, nil
 
-	case *pgproto3.CopyData:
+	case 'd': // CopyData
 		if r.copyOut == nil {
-			return m, nil
+			return nil, nil
 		}
-		data, err := r.e.rows.(CopyHook).OnCopyData(r.s, r.copyOut, m.Data)
+		data, err := r.e.rows.(CopyHook).OnCopyData(r.s, r.copyOut, body)
 		if err != nil {
 			return nil, hookError(err)
 		}
-		return &pgproto3.CopyData{Data: data}, nil
+		m.copyData.Data = data
+		return &m.copyData, nil
 
-	case *pgproto3.CopyDone:
+	case 'H': // CopyOutResponse
+		if err := m.copyOut.Decode(body); err != nil {
+			return nil, r.serverReadError(err)
+		}
+		return nil, r.copyOutStart()
+
+	case 'c': // CopyDone
+		if len(body) != 0 {
+			return nil, r.serverReadError(fmt.Errorf("invalid message length of %q: %d", typ, len(body)))
+		}
 		r.copyOut = nil
-		return m, nil
-
-	case *pgproto3.ParameterDescription, *pgproto3.NoticeResponse, *pgproto3.NotificationResponse,
-		*pgproto3.CopyInResponse, *pgproto3.CopyBothResponse, *pgproto3.FunctionCallResponse:
-		return msg, nil
+		return nil, nil
 	}
-	return nil, &fatalError{code: codeProtocolViolation, msg: "tollgate: unexpected message from the upstream server",
-		err: fmt.Errorf("unexpected %T after startup", msg)}
+
+	// Relayed as they are, once they decode.
+	var msg pgproto3.BackendMessage
+	switch typ {
+	case 't':
+		msg = &m.paramDesc
+	case 'N':
+		msg = &m.notice
+	case 'A':
+		msg = &m.notify
+	case 'G':
+		msg = &m.copyIn
+	case 'W':
+		msg = &m.copyBoth
+	case 'V':
+		msg = &m.fnResponse
+	default:
+		return nil, &fatalError{code: codeProtocolViolation, msg: "tollgate: unexpected message from the upstream server",
+			err: fmt.Errorf("unexpected message type %q after startup", typ)}
+	}
+	if err := msg.Decode(body); err != nil {
+		return nil, r.serverReadError(err)
+	}
+	return nil, nil
+}
+
+// rowDescription notes a RowDescription: the columns of a described
+// statement or portal (kept for the hook when there is one) or of a
+// Query's next result, and hands it to the RowHook when it wants the
+// result. Without a hook it is never decoded.
+func (r *relay) rowDescription(body []byte) (encoder, error) {
+	h := r.head()
+	if r.e.rows == nil {
+		if h != nil && h.kind == 'D' {
+			r.pop()
+		}
+		return nil, nil
+	}
+	desc := &r.sm.rowDesc
+	decoded := false
+	decode := func() error {
+		if decoded {
+			return nil
+		}
+		decoded = true
+		if err := desc.Decode(body); err != nil {
+			return r.serverReadError(err)
+		}
+		return nil
+	}
+	var res *Result
+	switch {
+	case h == nil:
+	case h.kind == 'D' && h.obj == 'S':
+		r.pop()
+		if err := decode(); err != nil {
+			return nil, err
+		}
+		if si := r.stmts[h.name]; si != nil {
+			si.fields = copyFields(desc.Fields)
+			res = &Result{SQL: si.sql, Decision: si.dec, Fields: si.fields}
+		}
+	case h.kind == 'D' && h.obj == 'P':
+		r.pop()
+		if err := decode(); err != nil {
+			return nil, err
+		}
+		if pi := r.portals[h.name]; pi != nil {
+			pi.fields = copyFields(desc.Fields)
+			res = r.portalResult(pi)
+		}
+	case h.kind == 'Q':
+		res = r.rowsResult(h)
+		if res == nil {
+			return nil, nil
+		}
+		if err := decode(); err != nil {
+			return nil, err
+		}
+		res.Fields = copyFields(desc.Fields)
+	}
+	if res == nil {
+		if err := decode(); err != nil {
+			return nil, err
+		}
+		res = &Result{Fields: desc.Fields}
+	}
+	if h == nil || h.kind != 'Q' {
+		if !r.e.rows.Wants(res) {
+			return nil, nil
+		}
+	}
+	if err := decode(); err != nil {
+		return nil, err
+	}
+	d, err := r.e.rows.OnRowDescription(r.s, res, desc)
+	if err != nil {
+		return nil, hookError(err)
+	}
+	return d, nil
 }
 
 // copyOutStart lets the row hook see the rows of a COPY TO STDOUT whose
@@ -606,8 +826,8 @@ func (r *relay) copyOutStart() error {
 	if r.e.rows == nil {
 		return nil
 	}
-	res := r.resultOf(r.head())
-	if !r.e.rows.Wants(res) {
+	res := r.rowsResult(r.head())
+	if res == nil {
 		return nil
 	}
 	ch, ok := r.e.rows.(CopyHook)
@@ -621,28 +841,55 @@ func (r *relay) copyOutStart() error {
 	return nil
 }
 
+// masked reports whether the results of h are masked.
+func (r *relay) masked(h *request) bool {
+	switch h.kind {
+	case 'Q', 'P', 'F':
+		return h.dec.mask != nil
+	case 'E', 'B', 'D':
+		name := h.name
+		if h.kind == 'B' {
+			return r.stmts[h.stmt] != nil && r.stmts[h.stmt].dec.mask != nil
+		}
+		if h.kind == 'D' && h.obj == 'S' {
+			return r.stmts[name] != nil && r.stmts[name].dec.mask != nil
+		}
+		pi := r.portals[name]
+		return pi != nil && pi.stmt != nil && pi.stmt.dec.mask != nil
+	}
+	return false
+}
+
 // serverError handles an ErrorResponse: a denied request's error becomes the
-// denial; after an error in the extended protocol the server skips to the
-// next Sync, and so do the requests awaiting responses.
+// denial (returned); after an error in the extended protocol the server
+// skips to the next Sync, and so do the requests awaiting responses.
 func (r *relay) serverError(m *pgproto3.ErrorResponse) encoder {
 	if m.Severity == "FATAL" || m.Severity == "PANIC" {
 		r.lastFatal = true
 	}
 	h := r.head()
 	if h == nil {
-		return m
+		return nil
 	}
-	var out encoder = m
+	var out encoder // nil: m as it came
 	if h.denied && h.code == "" && (h.kind == 'Q' || h.kind == 'P' || h.kind == 'F') {
 		d := errorResponse("ERROR", codeInsufficientPrivilege, denialMessage(h.dec.Reason))
+		d.Detail = fmt.Sprintf("tollgate did not forward this statement to target %q.", r.e.target.Name)
 		if h.dec.sqlstate != "" {
 			d.Code, d.Message = h.dec.sqlstate, h.dec.Reason
 		}
-		d.Detail = fmt.Sprintf("tollgate did not forward this statement to target %q.", r.e.target.Name)
 		out = d
 		h.code, h.msg = d.Code, d.Message
-	} else if h.code == "" {
-		h.code, h.msg = m.Code, m.Message
+	} else {
+		if h.code == "" {
+			h.code, h.msg = m.Code, m.Message
+		}
+		if m.Detail != "" && r.masked(h) {
+			// A constraint's detail quotes the row ("Failing row contains
+			// (...)"), masked columns included.
+			m.Detail = "withheld by tollgate: the statement's results are masked, and this detail may quote masked values"
+			out = m
+		}
 	}
 	switch h.kind {
 	case 'Q', 'F', 'S':
@@ -708,26 +955,43 @@ func (q *request) addCommand(tag []byte) {
 	}
 }
 
-// resultOf returns the result set rows of h belong to.
-func (r *relay) resultOf(h *request) *Result {
-	switch {
-	case h == nil:
-	case h.kind == 'Q':
-		if h.result != nil {
-			return h.result
+// nextResult readies a Query for its next statement's result.
+func (q *request) nextResult() {
+	q.index++
+	q.result, q.wants = nil, 0
+}
+
+// rowsResult returns the result the rows of h belong to, or nil when the
+// RowHook does not want it (it is asked once per result of a Query or
+// Execute).
+func (r *relay) rowsResult(h *request) *Result {
+	if h == nil || (h.kind != 'Q' && h.kind != 'E') {
+		res := &Result{}
+		if !r.e.rows.Wants(res) {
+			return nil
 		}
-		return &Result{SQL: h.sql, Decision: h.dec, Index: h.done}
-	case h.kind == 'E':
-		if h.result == nil {
-			if pi := r.portals[h.name]; pi != nil {
-				h.result = r.portalResult(pi)
-			} else {
-				h.result = &Result{}
-			}
-		}
-		return h.result
+		return res
 	}
-	return &Result{}
+	if h.result == nil {
+		switch {
+		case h.kind == 'Q':
+			h.result = &Result{SQL: h.sql, Decision: h.dec, Index: h.index}
+		case r.portals[h.name] != nil:
+			h.result = r.portalResult(r.portals[h.name])
+		default:
+			h.result = &Result{}
+		}
+	}
+	if h.wants == 0 {
+		h.wants = -1
+		if r.e.rows.Wants(h.result) {
+			h.wants = 1
+		}
+	}
+	if h.wants < 0 {
+		return nil
+	}
+	return h.result
 }
 
 // portalResult describes the result of a portal: as the server described the

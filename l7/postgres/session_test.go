@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -802,4 +803,77 @@ func TestContextCancel(t *testing.T) {
 		t.Errorf("query after the proxy's context ended: %v; want FATAL 57P01", err)
 	}
 	wantClosed(t, raw)
+}
+
+// indexHook wants only the results of statements at index want of a
+// Query, and notes what it was asked and shown.
+type indexHook struct {
+	mu    sync.Mutex
+	want  int
+	asked []string // "index:sql" per Wants
+	rows  []string // "index:value" per OnDataRow
+}
+
+func (h *indexHook) Wants(r *postgres.Result) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.asked = append(h.asked, fmt.Sprintf("%d:%s", r.Index, r.SQL))
+	return r.Index == h.want
+}
+
+func (h *indexHook) OnRowDescription(_ *l7.Session, _ *postgres.Result, d *pgproto3.RowDescription) (*pgproto3.RowDescription, error) {
+	return d, nil
+}
+
+func (h *indexHook) OnDataRow(_ *l7.Session, r *postgres.Result, row *pgproto3.DataRow) (*pgproto3.DataRow, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.rows = append(h.rows, fmt.Sprintf("%d:%s", r.Index, row.Values[0]))
+	return &pgproto3.DataRow{Values: [][]byte{[]byte("masked")}}, nil
+}
+
+// TestRowHookWants checks that the hook sees only the results it wants,
+// each statement of a Query with its index (PostgreSQL skips the empty
+// statement between two semicolons), and that the others reach the client
+// unchanged.
+func TestRowHookWants(t *testing.T) {
+	checkLeaks(t)
+	srv := pgtest.Shared(t)
+	hook := &indexHook{want: 2}
+	p := startProxy(t, srv, nil, postgres.WithRowHook(hook))
+	c := p.connect(t)
+	ctx := t.Context()
+	const sql = "SELECT 'a' FROM generate_series(1, 2); SET application_name = 'x'; SELECT 'b'; ; SELECT 'c'"
+	res, err := c.PgConn().Exec(ctx, sql).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range res {
+		for _, row := range r.Rows {
+			got = append(got, string(row[0]))
+		}
+	}
+	if strings.Join(got, ",") != "a,a,masked,c" {
+		t.Errorf("rows: %v; want a,a,masked,c", got)
+	}
+	// Extended protocol: index 0; asked about the RowDescription that
+	// answers Describe, then about the Execute's rows.
+	hook.mu.Lock()
+	hook.want = 0
+	hook.mu.Unlock()
+	var v string
+	if err := c.QueryRow(ctx, "SELECT 'd'", pgx.QueryExecModeExec).Scan(&v); err != nil || v != "masked" {
+		t.Errorf("extended: %q, %v; want masked", v, err)
+	}
+	c.Close(ctx)
+	p.result(t)
+	hook.mu.Lock()
+	defer hook.mu.Unlock()
+	if want := []string{"0:" + sql, "2:" + sql, "3:" + sql, "0:SELECT 'd'", "0:SELECT 'd'"}; strings.Join(hook.asked, "|") != strings.Join(want, "|") {
+		t.Errorf("Wants asked about %q; want %q", hook.asked, want)
+	}
+	if want := []string{"2:b", "0:d"}; strings.Join(hook.rows, "|") != strings.Join(want, "|") {
+		t.Errorf("OnDataRow saw %q; want %q", hook.rows, want)
+	}
 }

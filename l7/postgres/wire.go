@@ -70,6 +70,28 @@ func (m *msgWriter) send(msg encoder) error {
 	return nil
 }
 
+// sendFrame buffers a message as read (type, length and body), writing the
+// buffer out when it is large. A large message is written as it is, after
+// what is buffered, without a copy.
+func (m *msgWriter) sendFrame(frame []byte) error {
+	if len(frame) < flushAt {
+		m.buf = append(m.buf, frame...)
+		if len(m.buf) >= flushAt {
+			return m.flush()
+		}
+		return nil
+	}
+	if err := m.flush(); err != nil {
+		return err
+	}
+	n, err := m.w.Write(frame)
+	m.n.Add(int64(n))
+	if err != nil {
+		return &writeError{err}
+	}
+	return nil
+}
+
 // flush writes what is buffered.
 func (m *msgWriter) flush() error {
 	if len(m.buf) == 0 {

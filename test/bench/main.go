@@ -65,6 +65,7 @@ func main() {
 // governed is a throwaway cgroup with a tollgate agent governing it.
 type governed struct {
 	work, cgDir, cgPath, pins string
+	linkLocal                 string
 	agent                     *exec.Cmd
 }
 
@@ -76,11 +77,17 @@ func startGoverned(name, targets string) (*governed, error) {
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("%s: run make build first", bin)
 	}
+	return startGovernedWith(name, bin, "169.254.77.201", targets)
+}
+
+// startGovernedWith is startGoverned with the agent binary and the proxy's
+// link-local address given: two agents may run side by side.
+func startGovernedWith(name, bin, linkLocal, targets string) (*governed, error) {
 	mount, err := cgroup2.Mount()
 	if err != nil {
 		return nil, err
 	}
-	g := &governed{cgPath: fmt.Sprintf("/tollgate-bench-%s-%d", name, os.Getpid())}
+	g := &governed{cgPath: fmt.Sprintf("/tollgate-bench-%s-%d", name, os.Getpid()), linkLocal: linkLocal}
 	g.cgDir = filepath.Join(mount, g.cgPath)
 	g.pins = fmt.Sprintf("/sys/fs/bpf/tollgate-bench-%s-%d", name, os.Getpid())
 	if g.work, err = os.MkdirTemp("", "tollgate-bench"); err != nil {
@@ -99,11 +106,11 @@ func startGoverned(name, targets string) (*governed, error) {
 control_socket: %[1]s/ctl.sock
 policy: {dir: %[1]s/policy}
 bpf: {cgroup: %[2]s, pin_dir: %[3]s}
-proxy: {port: %[4]d, link_local: 169.254.77.201}
+proxy: {port: %[4]d, link_local: %[6]s}
 identities:
   - {name: bench, owner: bench, purpose: benchmark, match: {cgroup: %[2]s}}
 targets:
-%[5]s`, g.work, g.cgPath, g.pins, proxyPort, targets)
+%[5]s`, g.work, g.cgPath, g.pins, proxyPort, targets, linkLocal)
 	cfgPath := filepath.Join(g.work, "tollgate.yaml")
 	os.WriteFile(cfgPath, []byte(cfg), 0o600)
 	g.agent = exec.Command(bin, "run", "--config", cfgPath, "--log-level", "warn")
@@ -137,7 +144,7 @@ func (g *governed) close() {
 	}
 	os.RemoveAll(g.pins)
 	os.Remove(g.cgDir)
-	exec.Command("ip", "addr", "del", "169.254.77.201/32", "dev", "lo").Run()
+	exec.Command("ip", "addr", "del", g.linkLocal+"/32", "dev", "lo").Run()
 	os.RemoveAll(g.work)
 }
 

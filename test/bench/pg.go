@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -24,6 +25,15 @@ const pgBin = "/usr/lib/postgresql/15/bin"
 type pgResult struct {
 	tps      float64
 	p50, p99 time.Duration
+	txs      int64         // transactions of the TPS runs
+	cpu      time.Duration // the proxy's CPU time in the TPS runs
+	syscalls int64         // the proxy's read and write system calls in the TPS runs
+}
+
+// tpsRun is the outcome of one pgbench TPS run.
+type tpsRun struct {
+	tps float64
+	txs int64
 }
 
 // runPG compares pgbench -S through three paths in one run: straight to
@@ -52,39 +62,68 @@ func runPG(seconds int) error {
 
 	secret := filepath.Join(work, "bench.password")
 	os.WriteFile(secret, []byte(password), 0o600)
-	target := "127.77.0.51:5432"
-	g, err := startGoverned("pg", fmt.Sprintf(`  - name: bench-db
+	targets := func(addr string) string {
+		return fmt.Sprintf(`  - name: bench-db
     protocol: postgres
     address: %s
     upstream: 127.0.0.1:%d
     credentials: {username: bench, password_file: %s}
-`, target, pgPort, secret))
+`, addr, pgPort, secret)
+	}
+	g, err := startGoverned("pg", targets("127.77.0.51:5432"))
 	if err != nil {
 		return err
 	}
 	defer g.close()
+	// The same agent built with the benchnoaudit tag (its PostgreSQL engine
+	// journals no statements), on a cgroup and target of its own.
+	noAuditBin, err := buildNoAudit(work)
+	if err != nil {
+		return err
+	}
+	gn, err := startGovernedWith("pgnoaudit", noAuditBin, "169.254.77.202", targets("127.77.0.52:5432"))
+	if err != nil {
+		return err
+	}
+	defer gn.close()
 
-	paths := []struct{ name, host, port string }{
-		{"direct", "127.0.0.1", strconv.Itoa(pgPort)},
-		{"pgbouncer", "127.0.0.1", strconv.Itoa(bouncerPort)},
-		{"tollgate", "127.77.0.51", "5432"},
+	paths := []struct {
+		name, host, port string
+		g                *governed
+		pid              int // the proxy's, for its CPU and system calls
+	}{
+		{"direct", "127.0.0.1", strconv.Itoa(pgPort), g, 0},
+		{"pgbouncer", "127.0.0.1", strconv.Itoa(bouncerPort), g, bouncerPID(work)},
+		{"tollgate", "127.77.0.51", "5432", g, g.agent.Process.Pid},
+		{"noaudit", "127.77.0.52", "5432", gn, gn.agent.Process.Pid},
 	}
 	if err := pgbench(g, work, paths[0].host, paths[0].port, password, "-i", "-s", "10", "-q"); err != nil {
 		return err
 	}
-	// The example policy (deploy/policies) against allow-all, on the same agent.
-	policyTPS := map[string][2]float64{}
+	// The example policy (deploy/policies) against allow-all, on the same
+	// agent, alternating, twice.
+	type policyRun struct {
+		tps float64
+		txs int64
+		cpu time.Duration
+	}
+	policyTPS := map[string][2]policyRun{}
 	for _, mode := range []string{"simple", "prepared"} {
-		var r [2]float64
-		for i, file := range []string{"", "deploy/policies/tollgate.rego"} {
-			if err := g.setPolicy(file); err != nil {
-				return err
+		var r [2]policyRun
+		for round := 0; round < 2; round++ {
+			for i, file := range []string{"", "deploy/policies/tollgate.rego"} {
+				if err := g.setPolicy(file); err != nil {
+					return err
+				}
+				before := sampleProc(paths[2].pid)
+				run, err := pgbenchTPS(g, work, paths[2].host, paths[2].port, password, mode, 8, seconds/2)
+				if err != nil {
+					return fmt.Errorf("policy comparison: %w", err)
+				}
+				r[i].tps += run.tps / 2
+				r[i].txs += run.txs
+				r[i].cpu += sampleProc(paths[2].pid).sub(before).cpu
 			}
-			tps, err := pgbenchTPS(g, work, paths[2].host, paths[2].port, password, mode, 8, seconds/2)
-			if err != nil {
-				return fmt.Errorf("policy comparison: %w", err)
-			}
-			r[i] = tps
 		}
 		policyTPS[mode] = r
 	}
@@ -93,23 +132,28 @@ func runPG(seconds int) error {
 	}
 
 	fmt.Printf("\npgbench -S (select-only), scale 10, %ds per run, PostgreSQL 15, %s\n", seconds, time.Now().Format(time.RFC3339))
-	fmt.Printf("%-10s %-9s %12s %12s %12s %12s\n", "mode", "path", "TPS c=8", "p50 c=1", "p99 c=1", "TPS vs direct")
+	fmt.Printf("%-10s %-9s %12s %12s %12s %12s %14s %14s\n", "mode", "path", "TPS c=8", "p50 c=1", "p99 c=1", "TPS vs direct", "proxy CPU/tx", "read+write/tx")
 	for _, mode := range []string{"simple", "prepared"} {
 		res := map[string]pgResult{}
 		// Interleave paths, twice, so drift in machine load hits each alike.
 		for round := 0; round < 2; round++ {
 			for _, p := range paths {
-				tps, err := pgbenchTPS(g, work, p.host, p.port, password, mode, 8, seconds/2)
+				before := sampleProc(p.pid)
+				run, err := pgbenchTPS(p.g, work, p.host, p.port, password, mode, 8, seconds/2)
 				if err != nil {
 					return fmt.Errorf("%s %s: %w", p.name, mode, err)
 				}
+				used := sampleProc(p.pid).sub(before)
 				r := res[p.name]
-				r.tps += tps / 2
+				r.tps += run.tps / 2
+				r.txs += run.txs
+				r.cpu += used.cpu
+				r.syscalls += used.syscalls
 				res[p.name] = r
 			}
 		}
-		for _, p := range paths {
-			p50, p99, err := pgbenchLatency(g, work, p.host, p.port, password, mode, seconds/2)
+		for _, p := range paths[:3] {
+			p50, p99, err := pgbenchLatency(p.g, work, p.host, p.port, password, mode, seconds/2)
 			if err != nil {
 				return fmt.Errorf("%s %s latency: %w", p.name, mode, err)
 			}
@@ -117,16 +161,101 @@ func runPG(seconds int) error {
 			r.p50, r.p99 = p50, p99
 			res[p.name] = r
 		}
-		for _, p := range paths {
+		for _, p := range paths[:3] {
 			r := res[p.name]
-			fmt.Printf("%-10s %-9s %12.0f %12v %12v %11.2fx\n", mode, p.name, r.tps, r.p50, r.p99, r.tps/res["direct"].tps)
+			cpu, sys := "", ""
+			if p.pid != 0 {
+				cpu = perTx(r.cpu, r.txs)
+			}
+			if r.syscalls > 0 {
+				sys = fmt.Sprintf("%.2f", float64(r.syscalls)/float64(r.txs))
+			}
+			fmt.Printf("%-10s %-9s %12.0f %12v %12v %11.2fx %14s %14s\n", mode, p.name, r.tps, r.p50, r.p99, r.tps/res["direct"].tps, cpu, sys)
 		}
 		fmt.Printf("%-10s tollgate/pgbouncer TPS %.2fx; tollgate adds %v p50 over direct at 1 client\n",
 			mode, res["tollgate"].tps/res["pgbouncer"].tps, res["tollgate"].p50-res["direct"].p50)
 		pt := policyTPS[mode]
-		fmt.Printf("%-10s example policy vs allow-all: %.0f vs %.0f TPS, %.2fx\n", mode, pt[1], pt[0], pt[1]/pt[0])
+		fmt.Printf("%-10s example policy vs allow-all: %.0f vs %.0f TPS, %.2fx (agent CPU/tx %s vs %s)\n",
+			mode, pt[1].tps, pt[0].tps, pt[1].tps/pt[0].tps, perTx(pt[1].cpu, pt[1].txs), perTx(pt[0].cpu, pt[0].txs))
+		on, off := res["tollgate"], res["noaudit"]
+		fmt.Printf("%-10s audit journal on vs off (benchnoaudit build): %.0f vs %.0f TPS, %.2fx (agent CPU/tx %s vs %s)\n",
+			mode, on.tps, off.tps, on.tps/off.tps, perTx(on.cpu, on.txs), perTx(off.cpu, off.txs))
 	}
 	return nil
+}
+
+// perTx is CPU time per transaction.
+func perTx(cpu time.Duration, txs int64) string {
+	if txs == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1fµs", float64(cpu.Microseconds())/float64(txs))
+}
+
+// buildNoAudit builds the agent with the benchnoaudit tag into dir: the
+// only way to run it without journaling statements. The daemon itself has
+// no such mode.
+func buildNoAudit(dir string) (string, error) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	out := filepath.Join(dir, "tollgate-noaudit")
+	cmd := exec.Command(goBin, "build", "-tags", "benchnoaudit", "-o", out, "./cmd/tollgate")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build the benchnoaudit agent: %w\n%s", err, b)
+	}
+	return out, nil
+}
+
+// procUse is what a process used so far: CPU time and read/write system
+// calls.
+type procUse struct {
+	cpu      time.Duration
+	syscalls int64
+}
+
+func (u procUse) sub(v procUse) procUse {
+	return procUse{cpu: u.cpu - v.cpu, syscalls: u.syscalls - v.syscalls}
+}
+
+// sampleProc reads pid's CPU time (all threads, in clock ticks of 10ms)
+// and its read and write system call counts (read(2) and write(2) and
+// their kin: PgBouncer's recv(2) and send(2) are not counted); zero for
+// pid 0 or on error.
+func sampleProc(pid int) procUse {
+	if pid == 0 {
+		return procUse{}
+	}
+	var u procUse
+	if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+		// Fields after the command name (which may hold spaces).
+		if i := strings.LastIndexByte(string(stat), ')'); i > 0 {
+			f := strings.Fields(string(stat[i+1:]))
+			if len(f) > 12 {
+				ut, _ := strconv.ParseInt(f[11], 10, 64)
+				st, _ := strconv.ParseInt(f[12], 10, 64)
+				u.cpu = time.Duration(ut+st) * 10 * time.Millisecond
+			}
+		}
+	}
+	if io, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid)); err == nil {
+		for _, l := range strings.Split(string(io), "\n") {
+			k, v, _ := strings.Cut(l, ": ")
+			if k == "syscr" || k == "syscw" {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				u.syscalls += n
+			}
+		}
+	}
+	return u
+}
+
+// bouncerPID reads PgBouncer's pid file.
+func bouncerPID(work string) int {
+	b, _ := os.ReadFile(filepath.Join(work, "pgbouncer", "pgbouncer.pid"))
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
 }
 
 func pgbenchCmd(g *governed, work, host, port, password string, args ...string) (*exec.Cmd, func(), error) {
@@ -153,23 +282,29 @@ func pgbench(g *governed, work, host, port, password string, args ...string) err
 	return nil
 }
 
-var tpsRE = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
+var (
+	tpsRE = regexp.MustCompile(`tps = ([0-9.]+) \(without initial connection time\)`)
+	txsRE = regexp.MustCompile(`number of transactions actually processed: ([0-9]+)`)
+)
 
-func pgbenchTPS(g *governed, work, host, port, password, mode string, clients, seconds int) (float64, error) {
+func pgbenchTPS(g *governed, work, host, port, password, mode string, clients, seconds int) (tpsRun, error) {
 	cmd, done, err := pgbenchCmd(g, work, host, port, password, "-S", "-n", "-M", mode, "-c", strconv.Itoa(clients), "-j", "2", "-T", strconv.Itoa(seconds))
 	if err != nil {
-		return 0, err
+		return tpsRun{}, err
 	}
 	defer done()
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return 0, fmt.Errorf("%w\n%s", err, out)
+		return tpsRun{}, fmt.Errorf("%w\n%s", err, out)
 	}
-	m := tpsRE.FindSubmatch(out)
-	if m == nil {
-		return 0, fmt.Errorf("no tps in pgbench output:\n%s", out)
+	m, n := tpsRE.FindSubmatch(out), txsRE.FindSubmatch(out)
+	if m == nil || n == nil {
+		return tpsRun{}, fmt.Errorf("no tps in pgbench output:\n%s", out)
 	}
-	return strconv.ParseFloat(string(m[1]), 64)
+	var r tpsRun
+	r.tps, _ = strconv.ParseFloat(string(m[1]), 64)
+	r.txs, _ = strconv.ParseInt(string(n[1]), 10, 64)
+	return r, nil
 }
 
 // pgbenchLatency runs one client with a per-transaction log and returns the
