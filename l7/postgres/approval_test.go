@@ -213,3 +213,33 @@ func TestApprovalCancelRequest(t *testing.T) {
 		t.Error("a canceled held statement ran")
 	}
 }
+
+func TestApprovalClientGone(t *testing.T) {
+	checkLeaks(t)
+	p, b, _ := approvalProxy(t, approvalPolicy{})
+	c := p.connect(t)
+	gone, err := pgconn.Connect(context.Background(), p.dsn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	go gone.Exec(context.Background(), "UPDATE acct SET balance = 0 WHERE id = 1").ReadAll()
+	r := pending(t, b)
+	gone.Conn().Close() // the client dies while its statement is held
+	deadline := time.Now().Add(waitLimit)
+	for {
+		got, _ := b.Get(r.ID)
+		if got.State == approval.StateAbandoned {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("request of a client that went away: %+v; want abandoned", got)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := b.Approve(r.ID, dba, "late", "", 0); !errors.Is(err, approval.ErrNotPending) {
+		t.Errorf("approving the abandoned request: %v", err)
+	}
+	if balance(t, c, 1) != 100 {
+		t.Error("the statement of a client that went away ran")
+	}
+}

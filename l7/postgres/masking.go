@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/tollgate-dev/tollgate/l7"
 	"github.com/tollgate-dev/tollgate/l7/postgres/sqlinfo"
@@ -361,7 +362,7 @@ func (m *masking) check(ctx context.Context, cat *catalog, set *maskSet, st sqli
 	}
 	what, refers := set.refers(out, extra)
 	for _, f := range fields {
-		risky := false
+		risky, whole := false, false
 		if f.TableOID == 0 {
 			risky = refers
 		} else {
@@ -369,8 +370,11 @@ func (m *masking) check(ctx context.Context, cat *catalog, set *maskSet, st sqli
 			if err != nil {
 				return "", err
 			}
-			risky = c.risky && !set.allowsExpressions("")
-			if risky && what == "" {
+			risky, whole = c.risky && !set.allowsExpressions(""), c.wholeRow
+			switch {
+			case risky && whole:
+				what = "the whole row of " + c.view
+			case risky && what == "":
 				what = "a masked column of view " + c.view
 			}
 		}
@@ -378,6 +382,9 @@ func (m *masking) check(ctx context.Context, cat *catalog, set *maskSet, st sqli
 			continue
 		}
 		sm.risky = true
+		if whole || !textLike(f.DataTypeOID) {
+			return fmt.Sprintf("result column %q carries %s, which holds masked values, in a form no classifier can read (type %d); select the columns themselves", f.Name, what, f.DataTypeOID), nil
+		}
 		if len(set.classifiers) == 0 {
 			return fmt.Sprintf("result column %q is computed from %s, which is masked; tollgate can mask a masked column only as it is (select it without an expression) or through a classifier rule", f.Name, what), nil
 		}
@@ -387,10 +394,11 @@ func (m *masking) check(ctx context.Context, cat *catalog, set *maskSet, st sqli
 
 // resolved is what a result column is, through views.
 type resolved struct {
-	label string      // schema.table.column of a table column
-	rule  *columnRule // its mask rule; nil: not masked
-	risky bool        // computed (in a view) from masked values
-	view  string      // the view that computes it
+	label    string      // schema.table.column of a table column
+	rule     *columnRule // its mask rule; nil: not masked
+	risky    bool        // computed (in a view) from masked values, or a whole row holding some
+	view     string      // the view that computes it
+	wholeRow bool        // a whole row (attribute 0): a composite no classifier reads
 }
 
 // maxViewDepth bounds views over views followed.
@@ -408,6 +416,18 @@ func (m *masking) resolve(ctx context.Context, cat *catalog, set *maskSet, oid u
 		return resolved{risky: true, view: fmt.Sprintf("relation %d", oid)}, nil
 	}
 	name := rel.columns[attnum]
+	if attnum == 0 { // the whole row: as masked as its most masked column
+		for a := range rel.columns {
+			c, err := m.resolve(ctx, cat, set, oid, a, depth)
+			if err != nil {
+				return resolved{}, err
+			}
+			if c.rule != nil || c.risky {
+				return resolved{risky: true, wholeRow: true, view: rel.schema + "." + rel.name}, nil
+			}
+		}
+		return resolved{wholeRow: true}, nil
+	}
 	if rel.tableLike() {
 		return resolved{label: rel.schema + "." + rel.name + "." + name, rule: set.rule(rel.schema, rel.name, name)}, nil
 	}
@@ -424,6 +444,15 @@ func (m *masking) resolve(ctx context.Context, cat *catalog, set *maskSet, oid u
 	}
 	_, risky := set.refers(out, nil)
 	return resolved{risky: risky, view: view}, nil
+}
+
+// textLike reports the string types a classifier reads whole values of.
+func textLike(oid uint32) bool {
+	switch oid {
+	case pgtype.TextOID, pgtype.VarcharOID, pgtype.BPCharOID, pgtype.NameOID, pgtype.UnknownOID:
+		return true
+	}
+	return false
 }
 
 func copyFormat(c *sqlinfo.Copy) mask.CopyFormat {

@@ -188,6 +188,7 @@ func (m *masking) actionsFor(st *maskSession, r *Result, fields []pgproto3.Field
 		st.cols[i] = mask.Column{TypeOID: f.DataTypeOID, TypeMod: f.TypeModifier, Format: f.Format}
 		a := mask.Action{Classifiers: set.classifiers}
 		risky := f.TableOID == 0 && sm.risky
+		unreadable := !textLike(f.DataTypeOID)
 		if f.TableOID != 0 && len(set.columns) > 0 {
 			if st.cat == nil {
 				return fmt.Errorf("no catalog for the session")
@@ -200,8 +201,9 @@ func (m *masking) actionsFor(st *maskSession, r *Result, fields []pgproto3.Field
 				a = mask.Action{Method: c.rule.method, Label: c.label}
 			}
 			risky = c.risky && !set.allowsExpressions("")
+			unreadable = unreadable || c.wholeRow
 		}
-		if a.Method == nil && risky && len(set.classifiers) == 0 {
+		if a.Method == nil && risky && (len(set.classifiers) == 0 || unreadable) {
 			// The check before the statement ran could not tell (the
 			// statement could not be described): a computed column that
 			// may carry masked values is withheld.

@@ -201,6 +201,9 @@ func TestMaskExpressions(t *testing.T) {
 		"SELECT upper(c.email) AS name FROM customers c",
 		"SELECT email FROM customers UNION ALL SELECT 'x'",
 		"SELECT row_to_json(c) FROM customers c",
+		"SELECT c FROM customers c",
+		"SELECT customers FROM customers",
+		"SELECT c, 1 FROM customer_contacts c",
 		"SELECT lowered FROM customer_contacts",
 		"SELECT (SELECT max(card) FROM customers) AS m",
 	} {
@@ -217,6 +220,11 @@ func TestMaskExpressions(t *testing.T) {
 	if !errorsAs(err, &pe) || pe.Code != "23514" || strings.Contains(pe.Detail, "ada@") || !strings.Contains(pe.Detail, "withheld") {
 		t.Errorf("check violation: %v (detail %q); want 23514 with the detail withheld", err, pe.Detail)
 	}
+	// A failed cast quotes the value it could not read.
+	_, err = c.Exec(context.Background(), "SELECT id FROM customers WHERE email::int = 0")
+	if !errorsAs(err, &pe) || pe.Code != "22P02" || strings.Contains(pe.Message, "@") {
+		t.Errorf("failed cast of a masked column: %v; want 22P02 without the value", err)
+	}
 	// Still usable, and expressions over unmasked columns run.
 	rows := queryRows(t, c, "SELECT lower(name), count(*) FROM customers WHERE email LIKE '%example%' GROUP BY 1 ORDER BY 1")
 	if len(rows) != 2 || rows[0][0] != "ada" {
@@ -228,6 +236,18 @@ func TestMaskExpressions(t *testing.T) {
 		policy.MaskRule{Classifier: "email", Method: "redact"},
 		policy.MaskRule{Classifier: "credit_card", Method: "last4"})
 	c2 := p2.connect(t)
+	// ... but not composites, arrays or numbers, which no classifier reads.
+	for _, sql := range []string{
+		"SELECT c FROM customers c",
+		"SELECT array_agg(email) FROM customers",
+		"SELECT row(email, card) FROM customers",
+	} {
+		_, err := c2.Exec(context.Background(), sql)
+		var pe *pgconn.PgError
+		if !errorsAs(err, &pe) || pe.Code != "42501" || !strings.Contains(pe.Message, "no classifier can read") {
+			t.Errorf("%s with classifiers: got %v; want a 42501 denial", sql, err)
+		}
+	}
 	for _, sql := range []string{
 		"SELECT lower(email), card || '' FROM customers",
 		"SELECT email FROM customers UNION ALL SELECT 'x'",

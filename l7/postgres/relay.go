@@ -443,7 +443,13 @@ func (r *relay) decide(q *request, req Request) error {
 		r.cancel.deciding.Store(&stop)
 		defer r.cancel.deciding.Store(nil)
 	}
+	endWatch := r.watchClient(stop)
 	q.dec = r.e.decider.Decide(ctx, r.s, req)
+	endWatch()
+	if errors.Is(context.Cause(ctx), errClientGone) && r.ctx.Err() == nil {
+		q.dec = Decision{Reason: "the client went away while the statement waited", Record: q.dec.Record,
+			PolicyVersion: q.dec.PolicyVersion, AuditSeq: q.dec.AuditSeq}
+	}
 	if errors.Is(context.Cause(ctx), errCanceledByClient) && r.ctx.Err() == nil {
 		q.dec = Decision{Reason: "canceling statement due to user request", sqlstate: codeQueryCanceled,
 			Record: q.dec.Record, PolicyVersion: q.dec.PolicyVersion, AuditSeq: q.dec.AuditSeq}
@@ -881,14 +887,15 @@ func (r *relay) serverError(m *pgproto3.ErrorResponse) encoder {
 		out = d
 		h.code, h.msg = d.Code, d.Message
 	} else {
+		if r.masked(h) {
+			// Errors quote values: a failed cast the value it could not
+			// read, a constraint's detail the row ("Failing row contains
+			// (...)"), masked columns included.
+			scrubError(m)
+			out = m
+		}
 		if h.code == "" {
 			h.code, h.msg = m.Code, m.Message
-		}
-		if m.Detail != "" && r.masked(h) {
-			// A constraint's detail quotes the row ("Failing row contains
-			// (...)"), masked columns included.
-			m.Detail = "withheld by tollgate: the statement's results are masked, and this detail may quote masked values"
-			out = m
 		}
 	}
 	switch h.kind {

@@ -126,10 +126,30 @@ type flushReader struct {
 	stamp bool      // keep last
 	last  time.Time // when a read last returned bytes
 	eof   bool      // r reported its end: an EOF from the decoder is not one
+
+	// What a client watch read while a decision was pending: returned
+	// before r is read again.
+	pending    []byte
+	pendingErr error
 }
 
 func (f *flushReader) Read(p []byte) (int, error) {
 	if err := f.w.flush(); err != nil {
+		return 0, err
+	}
+	if len(f.pending) > 0 {
+		n := copy(p, f.pending)
+		f.pending = f.pending[n:]
+		if len(f.pending) == 0 {
+			f.pending = nil
+		}
+		return n, nil
+	}
+	if err := f.pendingErr; err != nil {
+		f.pendingErr = nil
+		if err == io.EOF {
+			f.eof = true
+		}
 		return 0, err
 	}
 	n, err := f.r.Read(p)

@@ -1,0 +1,127 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// A decision may take long (an approval). While it is pending the client
+// loop reads nothing, so a client that goes away would go unnoticed, and a
+// statement it can no longer see the end of could be approved and run.
+// watchClient reads the client meanwhile: its end ends the decision. What
+// it reads (a client may send more before the answer) is kept for the
+// client loop, in order.
+
+// watchAfter is how long a decision runs before the client is watched: a
+// quick decision costs no extra goroutine.
+const watchAfter = 20 * time.Millisecond
+
+// maxWatched bounds what the watch keeps of what the client sends.
+const maxWatched = 1 << 20
+
+// errClientGone ends a decision whose client went away.
+var errClientGone = errors.New("the client went away")
+
+// watchClient starts watching the client, after watchAfter, for as long
+// as the decision runs; stop ends the decision when the client is gone.
+// The returned func ends the watch; the client loop may read again once it
+// returned.
+func (r *relay) watchClient(stop context.CancelCauseFunc) (end func()) {
+	var (
+		mu              sync.Mutex
+		started, ending bool
+		done            = make(chan struct{})
+	)
+	t := time.AfterFunc(watchAfter, func() {
+		mu.Lock()
+		if ending {
+			mu.Unlock()
+			return
+		}
+		started = true
+		mu.Unlock()
+		defer close(done)
+		r.watch(stop)
+	})
+	return func() {
+		mu.Lock()
+		ending = true
+		s := started
+		mu.Unlock()
+		t.Stop()
+		if !s {
+			return
+		}
+		// A past deadline ends the watch's read; the client loop sets
+		// its own again before it reads.
+		r.client.SetReadDeadline(time.Unix(1, 0))
+		<-done
+		r.client.SetReadDeadline(time.Time{})
+	}
+}
+
+// watch reads the client until the watch is ended (a deadline) or the
+// client is gone.
+func (r *relay) watch(stop context.CancelCauseFunc) {
+	in := r.clientIn
+	r.client.SetReadDeadline(time.Time{})
+	buf := make([]byte, 4096)
+	for len(in.pending) < maxWatched {
+		n, err := in.r.Read(buf)
+		in.pending = append(in.pending, buf[:n]...)
+		var ne net.Error
+		switch {
+		case err == nil:
+			continue
+		case errors.As(err, &ne) && ne.Timeout():
+			return // ended by end, or the relay stopping
+		}
+		// Gone (EOF, reset) or unreadable: the client loop will say which.
+		in.pendingErr = err
+		stop(errClientGone)
+		return
+	}
+}
+
+// scrubError withholds what an error of a statement whose results are
+// masked may quote of the values: the text between double quotes of its
+// message and hint (a value that failed a cast, or an identifier), and its
+// detail and context lines.
+func scrubError(m *pgproto3.ErrorResponse) {
+	m.Message = scrubQuoted(m.Message)
+	m.Hint = scrubQuoted(m.Hint)
+	if m.Detail != "" {
+		m.Detail = "withheld by tollgate: the statement's results are masked, and this detail may quote masked values"
+	}
+	if m.Where != "" {
+		m.Where = "withheld by tollgate"
+	}
+}
+
+// scrubQuoted replaces what stands between double quotes with "…".
+func scrubQuoted(s string) string {
+	var out []byte
+	in := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"' && !in:
+			in = true
+			out = append(out, `"…`...)
+		case c == '"' && in:
+			in = false
+			out = append(out, '"')
+		case !in:
+			out = append(out, c)
+		}
+	}
+	if in {
+		out = append(out, '"')
+	}
+	return string(out)
+}
