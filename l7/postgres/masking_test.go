@@ -297,6 +297,14 @@ func TestMaskCopy(t *testing.T) {
 	if !errorsAs(err, &pe) || pe.Code != "42501" {
 		t.Errorf("binary COPY: got %v; want denied", err)
 	}
+	// A rule can deny COPY of its table altogether.
+	deny := emailRule
+	deny.Params = map[string]any{"copy": "deny"}
+	pd := maskingProxy(t, pgtest.Shared(t), nil, deny)
+	_, err = pd.connect(t).PgConn().CopyTo(context.Background(), &buf, "COPY customers (id, email) TO STDOUT")
+	if !errorsAs(err, &pe) || pe.Code != "42501" || !strings.Contains(pe.Message, "COPY") {
+		t.Errorf("COPY with copy: deny: got %v; want denied", err)
+	}
 	psql := run(t, "psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", p.libpq(), "-c", `\copy customers to stdout csv`)
 	noSecrets(t, "psql \\copy", psql)
 	if !strings.Contains(psql, "************1111") {
