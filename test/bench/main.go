@@ -40,6 +40,7 @@ func main() {
 	idle := flag.Int("idle", 1000, "idle connections for the memory measurement")
 	suite := flag.String("suite", "all", "tcp | pg | all")
 	seconds := flag.Int("seconds", 10, "pgbench run length for each path and mode")
+	baseline := flag.String("baseline", "", "pg suite: also measure this agent binary (say, a build of main) side by side with bin/tollgate")
 	flag.Parse()
 	if *client {
 		runClient(*target, *direct, *dials, *mib)
@@ -50,7 +51,7 @@ func main() {
 		err = run(*dials, *mib, *idle)
 	}
 	if err == nil && (*suite == "pg" || *suite == "all") {
-		err = runPG(*seconds)
+		err = runPG(*seconds, *baseline)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
