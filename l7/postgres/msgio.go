@@ -52,12 +52,12 @@ func (m *msgReader) next() (typ byte, frame, body []byte, err error) {
 		if length < 4 {
 			return 0, nil, nil, fmt.Errorf("invalid message length: %d", length)
 		}
-		if m.known != nil && !m.known(h[0]) {
-			return 0, nil, nil, fmt.Errorf("unknown message type: %c", h[0])
-		}
 		n := length - 4
 		if m.max > 0 && n > m.max {
 			return 0, nil, nil, &pgproto3.ExceededMaxBodyLenErr{MaxExpectedBodyLen: m.max, ActualBodyLen: n}
+		}
+		if m.known != nil && !m.known(h[0]) {
+			return 0, nil, nil, fmt.Errorf("unknown message type: %c", h[0])
 		}
 		m.partial, m.typ, m.n = true, h[0], n
 	}

@@ -41,6 +41,7 @@ func main() {
 	suite := flag.String("suite", "all", "tcp | pg | mask | all")
 	maskRows := flag.Int("mask-rows", 1000000, "rows read for the masking measurement")
 	seconds := flag.Int("seconds", 10, "pgbench run length for each path and mode")
+	baseline := flag.String("baseline", "", "pg suite: also measure this agent binary (say, a build of main) side by side with bin/tollgate")
 	flag.Parse()
 	if *client {
 		runClient(*target, *direct, *dials, *mib)
@@ -51,7 +52,7 @@ func main() {
 		err = run(*dials, *mib, *idle)
 	}
 	if err == nil && (*suite == "pg" || *suite == "all") {
-		err = runPG(*seconds)
+		err = runPG(*seconds, *baseline)
 	}
 	if err == nil && (*suite == "mask" || *suite == "all") {
 		err = runMask(*maskRows)

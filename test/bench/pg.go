@@ -39,7 +39,7 @@ type tpsRun struct {
 // runPG compares pgbench -S through three paths in one run: straight to
 // PostgreSQL, through PgBouncer (session pooling), and through tollgate
 // (eBPF redirect + the PostgreSQL engine parsing and judging every statement).
-func runPG(seconds int) error {
+func runPG(seconds int, baselineBin string) error {
 	work, err := os.MkdirTemp("", "tollgate-pgbench")
 	if err != nil {
 		return err
@@ -96,6 +96,22 @@ func runPG(seconds int) error {
 		{"pgbouncer", "127.0.0.1", strconv.Itoa(bouncerPort), g, bouncerPID(work)},
 		{"tollgate", "127.77.0.51", "5432", g, g.agent.Process.Pid},
 		{"noaudit", "127.77.0.52", "5432", gn, gn.agent.Process.Pid},
+	}
+	if baselineBin != "" {
+		// Another build of the agent (before a change), measured in the
+		// same rounds.
+		bin, err := filepath.Abs(baselineBin)
+		if err != nil {
+			return err
+		}
+		gb, err := startGovernedWith("pgbaseline", bin, "169.254.77.203", targets("127.77.0.53:5432"))
+		if err != nil {
+			return err
+		}
+		defer gb.close()
+		b := paths[2]
+		b.name, b.host, b.g, b.pid = "baseline", "127.77.0.53", gb, gb.agent.Process.Pid
+		paths = append(paths, b)
 	}
 	if err := pgbench(g, work, paths[0].host, paths[0].port, password, "-i", "-s", "10", "-q"); err != nil {
 		return err
@@ -178,6 +194,11 @@ func runPG(seconds int) error {
 		fmt.Printf("%-10s example policy vs allow-all: %.0f vs %.0f TPS, %.2fx (agent CPU/tx %s vs %s)\n",
 			mode, pt[1].tps, pt[0].tps, pt[1].tps/pt[0].tps, perTx(pt[1].cpu, pt[1].txs), perTx(pt[0].cpu, pt[0].txs))
 		on, off := res["tollgate"], res["noaudit"]
+		if b, ok := res["baseline"]; ok {
+			t := res["tollgate"]
+			fmt.Printf("%-10s this build vs -baseline %s: %.0f vs %.0f TPS, %.2fx (agent CPU/tx %s vs %s)\n",
+				mode, filepath.Base(baselineBin), t.tps, b.tps, t.tps/b.tps, perTx(t.cpu, t.txs), perTx(b.cpu, b.txs))
+		}
 		fmt.Printf("%-10s audit journal on vs off (benchnoaudit build): %.0f vs %.0f TPS, %.2fx (agent CPU/tx %s vs %s)\n",
 			mode, on.tps, off.tps, on.tps/off.tps, perTx(on.cpu, on.txs), perTx(off.cpu, off.txs))
 	}
