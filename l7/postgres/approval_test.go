@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tollgate-dev/tollgate/approval"
+	"github.com/tollgate-dev/tollgate/l7"
 	"github.com/tollgate-dev/tollgate/l7/postgres"
 	"github.com/tollgate-dev/tollgate/l7/postgres/sqlinfo"
 	"github.com/tollgate-dev/tollgate/policy"
@@ -241,5 +243,32 @@ func TestApprovalClientGone(t *testing.T) {
 	}
 	if balance(t, c, 1) != 100 {
 		t.Error("the statement of a client that went away ran")
+	}
+}
+
+// Decisions that take about as long as the relay waits before it watches
+// the client: the watch must start and end cleanly around each (a race
+// there once left sessions hung).
+func TestSlowDecisionsWatchTheClient(t *testing.T) {
+	checkLeaks(t)
+	srv := pgtest.Shared(t)
+	var n atomic.Int64
+	dec := postgres.DeciderFunc(func(context.Context, *l7.Session, postgres.Request) postgres.Decision {
+		time.Sleep(time.Duration(15+n.Add(1)%10) * time.Millisecond)
+		return postgres.Decision{Allow: true}
+	})
+	p := startProxy(t, srv, nil, postgres.WithDecider(dec))
+	c := p.connect(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*waitLimit)
+	defer cancel()
+	for i := 0; i < 150; i++ {
+		var got int
+		mode := pgx.QueryExecModeSimpleProtocol
+		if i%2 == 1 {
+			mode = pgx.QueryExecModeExec
+		}
+		if err := c.QueryRow(ctx, "SELECT $1::int", mode, i).Scan(&got); err != nil || got != i {
+			t.Fatalf("statement %d: %v (got %d)", i, err, got)
+		}
 	}
 }

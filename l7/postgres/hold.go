@@ -57,19 +57,26 @@ func (r *relay) watchClient(stop context.CancelCauseFunc) (end func()) {
 		if !s {
 			return
 		}
-		// A past deadline ends the watch's read; the client loop sets
-		// its own again before it reads.
-		r.client.SetReadDeadline(time.Unix(1, 0))
-		<-done
+		// A past deadline ends the watch's read (set again until it
+		// ends: nothing may clear it first); the client loop sets its
+		// own again before it reads.
+		for ended := false; !ended; {
+			r.client.SetReadDeadline(time.Unix(1, 0))
+			select {
+			case <-done:
+				ended = true
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
 		r.client.SetReadDeadline(time.Time{})
 	}
 }
 
 // watch reads the client until the watch is ended (a deadline) or the
-// client is gone.
+// client is gone. It leaves the read deadline alone: end sets it to stop
+// the watch, and an idle deadline the client loop set only stops it early.
 func (r *relay) watch(stop context.CancelCauseFunc) {
 	in := r.clientIn
-	r.client.SetReadDeadline(time.Time{})
 	buf := make([]byte, 4096)
 	for len(in.pending) < maxWatched {
 		n, err := in.r.Read(buf)
