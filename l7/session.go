@@ -68,6 +68,12 @@ func (s *Session) SetCancel(cancel context.CancelCauseFunc) {
 	s.cancel = cancel
 }
 
+// KillError is why an operator ended a session: engines tell the client
+// Reason.
+type KillError struct{ Reason string }
+
+func (e *KillError) Error() string { return e.Reason }
+
 // Kill ends the session with cause; it reports whether the session could
 // be ended (it has a cancel function).
 func (s *Session) Kill(cause error) bool {

@@ -272,3 +272,48 @@ func TestSlowDecisionsWatchTheClient(t *testing.T) {
 		}
 	}
 }
+
+// A prepared statement approved once runs once: each further execution
+// (pgx runs cached statements with Bind and Execute only) is held again.
+func TestApprovalEachExecutionOfAPreparedStatement(t *testing.T) {
+	checkLeaks(t)
+	p, b, _ := approvalProxy(t, approvalPolicy{})
+	c := p.connect(t)
+	watch := p.connect(t)
+	exec := func() chan error {
+		errc := make(chan error, 1)
+		go func() {
+			_, err := c.Exec(context.Background(), "UPDATE acct SET balance = balance + $1 WHERE id = 1", pgx.QueryExecModeCacheStatement, 1)
+			errc <- err
+		}()
+		return errc
+	}
+	for i := 1; i <= 2; i++ {
+		errc := exec()
+		r := pending(t, b)
+		if err := b.Approve(r.ID, dba, "ok", "", 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-errc; err != nil {
+			t.Fatalf("execution %d: %v", i, err)
+		}
+		if got := balance(t, watch, 1); got != 100+i {
+			t.Fatalf("after execution %d: balance %d", i, got)
+		}
+	}
+	errc := exec()
+	r := pending(t, b)
+	if err := b.Deny(r.ID, dba, "enough"); err != nil {
+		t.Fatal(err)
+	}
+	var pe *pgconn.PgError
+	if err := <-errc; !errors.As(err, &pe) || pe.Code != "42501" || !strings.Contains(pe.Message, "enough") {
+		t.Fatalf("denied execution: %v", err)
+	}
+	if got := balance(t, watch, 1); got != 102 {
+		t.Errorf("a denied execution ran: balance %d", got)
+	}
+	if _, err := c.Exec(context.Background(), "SELECT 1"); err != nil {
+		t.Errorf("session after a denied execution: %v", err)
+	}
+}

@@ -68,6 +68,9 @@ type Decision struct {
 	// sqlstate replaces 42501 as the code of the refusal (57014 for a
 	// decision the client canceled).
 	sqlstate string
+	// onceApproved: a human approved this statement for one execution; a
+	// prepared statement must be approved again for each further one.
+	onceApproved bool
 }
 
 // Decider decides whether a request may go to the upstream. Decide is called

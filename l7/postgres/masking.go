@@ -55,6 +55,9 @@ type columnRule struct {
 	method                *mask.Method
 	allowExpressions      bool
 	denyCopy              bool
+	// classifier recognises the column's values in computed columns
+	// (lower(email)); "": none, such columns are denied.
+	classifier string
 }
 
 func compileMask(rules []policy.MaskRule) (*maskSet, error) {
@@ -90,8 +93,14 @@ func compileMask(rules []policy.MaskRule) (*maskSet, error) {
 		if err != nil {
 			return nil, fmt.Errorf("mask[%d]: %w", i, err)
 		}
+		if r.Classifier != "" && !mask.KnownClassifier(r.Classifier) {
+			return nil, fmt.Errorf("mask[%d]: unknown classifier %q (known: %s)", i, r.Classifier, strings.Join(mask.Classifiers(), ", "))
+		}
 		if r.Column != "" {
-			cr := columnRule{column: r.Column, method: m, allowExpressions: allowExpr, denyCopy: denyCopy}
+			cr := columnRule{column: r.Column, method: m, allowExpressions: allowExpr, denyCopy: denyCopy, classifier: r.Classifier}
+			if r.Classifier != "" {
+				set.classifiers = append(set.classifiers, mask.ClassifierRule{Name: r.Classifier, Method: m})
+			}
 			if r.Table != "" {
 				cr.table = r.Table
 				if i := strings.IndexByte(r.Table, '.'); i >= 0 {
@@ -101,9 +110,6 @@ func compileMask(rules []policy.MaskRule) (*maskSet, error) {
 			set.columns = append(set.columns, cr)
 			set.names[r.Column] = true
 			continue
-		}
-		if !mask.KnownClassifier(r.Classifier) {
-			return nil, fmt.Errorf("mask[%d]: unknown classifier %q (known: %s)", i, r.Classifier, strings.Join(mask.Classifiers(), ", "))
 		}
 		set.classifiers = append(set.classifiers, mask.ClassifierRule{Name: r.Classifier, Method: m})
 	}
@@ -125,11 +131,16 @@ func (s *maskSet) rule(schema, table, column string) *columnRule {
 // masks, by name.
 func (s *maskSet) namesTable(t sqlinfo.Table) bool {
 	for _, r := range s.columns {
-		if (r.table == "" || r.table == t.Name) && (r.schema == "" || t.Schema == "" || r.schema == t.Schema) {
+		if r.names(t) {
 			return true
 		}
 	}
 	return false
+}
+
+// names reports whether a statement's table could be the rule's, by name.
+func (r *columnRule) names(t sqlinfo.Table) bool {
+	return (r.table == "" || r.table == t.Name) && (r.schema == "" || t.Schema == "" || r.schema == t.Schema)
 }
 
 // refers reports whether out refers to a masked column name (or to whole
@@ -137,18 +148,44 @@ func (s *maskSet) namesTable(t sqlinfo.Table) bool {
 // masked names (view columns). It says what, and false when every rule
 // for it allows expressions.
 func (s *maskSet) refers(out sqlinfo.Output, extra map[string]bool) (string, bool) {
+	what, _, risky := s.referred(out, extra)
+	return what, risky
+}
+
+// referred is refers, also saying whether classifiers catch every masked
+// value the output may carry.
+func (s *maskSet) referred(out sqlinfo.Output, extra map[string]bool) (what string, caught, risky bool) {
+	caught = true
 	if out.WholeRow && !s.allowsExpressions("") {
-		return "a whole row", true
+		what, caught, risky = "a whole row", s.caught(""), true
 	}
 	for _, c := range out.Columns {
-		if extra[c] && !s.allowsExpressions("") {
-			return "view column " + c, true
-		}
-		if s.names[c] && !s.allowsExpressions(c) {
-			return "column " + c, true
+		switch {
+		case extra[c] && !s.allowsExpressions(""):
+			if what == "" {
+				what = "view column " + c
+			}
+			caught, risky = caught && s.caught(""), true
+		case s.names[c] && !s.allowsExpressions(c):
+			if what == "" || (caught && !s.caught(c)) {
+				what = "column " + c
+			}
+			caught, risky = caught && s.caught(c), true
 		}
 	}
-	return "", false
+	return what, caught, risky
+}
+
+// caught reports whether the values of column (of every masked column,
+// for "") are recognised by a classifier in computed columns: each rule for
+// it names one (or lets expressions through).
+func (s *maskSet) caught(column string) bool {
+	for _, r := range s.columns {
+		if (column == "" || r.column == column) && r.classifier == "" && !r.allowExpressions {
+			return false
+		}
+	}
+	return true
 }
 
 // allowsExpressions reports whether every rule for column (every rule,
@@ -239,11 +276,16 @@ type maskingDecider struct {
 }
 
 func (d maskingDecider) Decide(ctx context.Context, s *l7.Session, r Request) Decision {
-	dec := d.next.Decide(ctx, s, r)
+	return d.m.check(ctx, r, d.next.Decide(ctx, s, r))
+}
+
+// check is the masking check of an allowed decision: PolicyDecider runs it
+// before it asks for approvals; maskingDecider after any other Decider.
+func (m *masking) check(ctx context.Context, r Request, dec Decision) Decision {
 	if !dec.Allow || len(dec.Mask) == 0 || r.Kind != KindStatement {
 		return dec
 	}
-	plan, reason := d.m.plan(ctx, r, dec.Mask)
+	plan, reason := m.plan(ctx, r, dec.Mask)
 	if reason != "" {
 		dec.Allow, dec.Reason = false, "masking: "+reason
 		return dec
@@ -278,15 +320,18 @@ func (m *masking) plan(ctx context.Context, r Request, rules []policy.MaskRule) 
 		}
 		sm := &plan.stmts[i]
 		if c := out.Copy; c != nil {
-			if !c.ToStdout {
-				continue
-			}
 			for _, t := range st.Tables {
+				if !c.ToStdout && set.namesTable(t) {
+					return nil, fmt.Sprintf("COPY of %s to a server file or program cannot be masked", t.Name)
+				}
 				for _, r := range set.columns {
-					if r.denyCopy && set.namesTable(t) {
+					if r.denyCopy && r.names(t) {
 						return nil, fmt.Sprintf("COPY of table %s is denied by the policy's mask rule for column %s", t.Name, r.column)
 					}
 				}
+			}
+			if !c.ToStdout {
+				continue
 			}
 			if c.Format == "binary" {
 				return nil, "COPY ... (FORMAT binary) of a result with masked values is not supported: use text or csv"
@@ -296,7 +341,7 @@ func (m *masking) plan(ctx context.Context, r Request, rules []policy.MaskRule) 
 		if len(set.columns) == 0 || out.Query == "" {
 			continue
 		}
-		reason, err := m.check(ctx, cat, set, st, out, sm)
+		reason, err := m.checkStatement(ctx, cat, set, st, out, sm)
 		if err != nil {
 			named := false
 			for _, t := range st.Tables {
@@ -318,10 +363,10 @@ func (m *masking) plan(ctx context.Context, r Request, rules []policy.MaskRule) 
 	return plan, ""
 }
 
-// check describes one statement and finds the computed result columns that
+// checkStatement describes one statement and finds the computed result columns that
 // may carry masked values: with no classifier to catch them, it returns why
 // the statement is denied.
-func (m *masking) check(ctx context.Context, cat *catalog, set *maskSet, st sqlinfo.Statement, out sqlinfo.Output, sm *stmtMask) (string, error) {
+func (m *masking) checkStatement(ctx context.Context, cat *catalog, set *maskSet, st sqlinfo.Statement, out sqlinfo.Output, sm *stmtMask) (string, error) {
 	fields, err := cat.describe(ctx, out.Query)
 	if err != nil {
 		return "", err
@@ -360,7 +405,7 @@ func (m *masking) check(ctx context.Context, cat *catalog, set *maskSet, st sqli
 			}
 		}
 	}
-	what, refers := set.refers(out, extra)
+	what, caught, refers := set.referred(out, extra)
 	for _, f := range fields {
 		risky, whole := false, false
 		if f.TableOID == 0 {
@@ -371,6 +416,7 @@ func (m *masking) check(ctx context.Context, cat *catalog, set *maskSet, st sqli
 				return "", err
 			}
 			risky, whole = c.risky && !set.allowsExpressions(""), c.wholeRow
+			caught = caught && set.caught("")
 			switch {
 			case risky && whole:
 				what = "the whole row of " + c.view
@@ -385,8 +431,8 @@ func (m *masking) check(ctx context.Context, cat *catalog, set *maskSet, st sqli
 		if whole || !textLike(f.DataTypeOID) {
 			return fmt.Sprintf("result column %q carries %s, which holds masked values, in a form no classifier can read (type %d); select the columns themselves", f.Name, what, f.DataTypeOID), nil
 		}
-		if len(set.classifiers) == 0 {
-			return fmt.Sprintf("result column %q is computed from %s, which is masked; tollgate can mask a masked column only as it is (select it without an expression) or through a classifier rule", f.Name, what), nil
+		if !caught {
+			return fmt.Sprintf("result column %q is computed from %s, which is masked; tollgate masks a masked column as it is (select it without an expression), or in computed columns when its mask rule names a classifier", f.Name, what), nil
 		}
 	}
 	return "", nil

@@ -203,7 +203,7 @@ func (m *masking) actionsFor(st *maskSession, r *Result, fields []pgproto3.Field
 			risky = c.risky && !set.allowsExpressions("")
 			unreadable = unreadable || c.wholeRow
 		}
-		if a.Method == nil && risky && (len(set.classifiers) == 0 || unreadable) {
+		if a.Method == nil && risky && (!set.caught("") || unreadable) {
 			// The check before the statement ran could not tell (the
 			// statement could not be described): a computed column that
 			// may carry masked values is withheld.

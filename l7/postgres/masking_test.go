@@ -232,9 +232,15 @@ func TestMaskExpressions(t *testing.T) {
 	}
 
 	// With a classifier the expressions run, their values caught by it.
-	p2 := maskingProxy(t, pgtest.Shared(t), nil, emailRule, cardRule,
-		policy.MaskRule{Classifier: "email", Method: "redact"},
-		policy.MaskRule{Classifier: "credit_card", Method: "last4"})
+	// A classifier that is not the masked column's does not let its
+	// expressions through.
+	p1 := maskingProxy(t, pgtest.Shared(t), nil, emailRule, cardRule, policy.MaskRule{Classifier: "credit_card", Method: "last4"})
+	if _, err := p1.connect(t).Exec(context.Background(), "SELECT lower(email) FROM customers"); !errorsAs(err, &pe) || pe.Code != "42501" {
+		t.Errorf("lower(email) with only a card classifier: %v; want denied", err)
+	}
+	emailLinked, cardLinked := emailRule, cardRule
+	emailLinked.Classifier, cardLinked.Classifier = "email", "credit_card"
+	p2 := maskingProxy(t, pgtest.Shared(t), nil, emailLinked, cardLinked)
 	c2 := p2.connect(t)
 	// ... but not composites, arrays or numbers, which no classifier reads.
 	for _, sql := range []string{
@@ -296,6 +302,10 @@ func TestMaskCopy(t *testing.T) {
 	var pe *pgconn.PgError
 	if !errorsAs(err, &pe) || pe.Code != "42501" {
 		t.Errorf("binary COPY: got %v; want denied", err)
+	}
+	// COPY to a server file would write the originals where no one masks them.
+	if _, err := c.Exec(context.Background(), "COPY customers TO '/tmp/tollgate-never-written'"); !errorsAs(err, &pe) || pe.Code != "42501" || !strings.Contains(pe.Message, "server file") {
+		t.Errorf("COPY to a server file: %v; want denied", err)
 	}
 	// A rule can deny COPY of its table altogether.
 	deny := emailRule

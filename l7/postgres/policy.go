@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/tollgate-dev/tollgate/approval"
 	"github.com/tollgate-dev/tollgate/l7"
 	"github.com/tollgate-dev/tollgate/l7/postgres/sqlinfo"
 	"github.com/tollgate-dev/tollgate/policy"
@@ -15,14 +16,20 @@ import (
 // each statement, with what sqlinfo reads from the SQL) and asks Policy.
 //
 // A statement that cannot be parsed is denied. A Query of several
-// statements is judged as a whole: if one is denied, none runs. A decision
-// that requires approval is denied until approvals exist.
+// statements is judged as a whole: if one is denied, none runs. A statement
+// whose decision requires approval is held (Approvals) once every statement
+// of the request was judged and the engine's checks (masking) passed, so a
+// human is never asked about a statement that would be refused anyway.
 type PolicyDecider struct {
 	Policy   l7.Policy
 	Analyzer *sqlinfo.Analyzer
 	// Approvals holds statements whose decision requires approval; nil:
 	// they are denied.
 	Approvals l7.Approvals
+
+	// check runs on the allowed decision before any approval is asked
+	// (the masking check); nil: none.
+	check func(ctx context.Context, r Request, d Decision) Decision
 }
 
 var _ Decider = PolicyDecider{}
@@ -48,7 +55,13 @@ func (p PolicyDecider) Decide(ctx context.Context, s *l7.Session, r Request) Dec
 			Commands:  []string{"FUNCTION CALL"},
 			Functions: []string{"oid:" + strconv.FormatUint(uint64(r.FunctionOID), 10)},
 		}
-		return p.approve(ctx, s, p.Policy.Decide(ctx, in), "FunctionCall "+in.Request.Functions[0])
+		pd := p.Policy.Decide(ctx, in)
+		d := fromPolicy(pd)
+		if pd.NeedsApproval() {
+			d = Decision{Allow: true, Mask: pd.Mask, Record: pd.Record, PolicyVersion: pd.PolicyVersion}
+			return p.finish(ctx, s, r, d, []pendingApproval{{pd, "FunctionCall " + in.Request.Functions[0]}})
+		}
+		return p.finish(ctx, s, r, d, nil)
 	}
 
 	stmts, err := p.Analyzer.Analyze(r.SQL)
@@ -59,6 +72,7 @@ func (p PolicyDecider) Decide(ctx context.Context, s *l7.Session, r Request) Dec
 		return Decision{Allow: true}
 	}
 	var out Decision
+	var asks []pendingApproval
 	for i, st := range stmts {
 		in.Request = policy.Request{
 			Kind:        policy.KindStatement,
@@ -72,7 +86,12 @@ func (p PolicyDecider) Decide(ctx context.Context, s *l7.Session, r Request) Dec
 		for j, t := range st.Tables {
 			in.Request.Tables[j] = policy.Table{Schema: t.Schema, Name: t.Name, Access: t.Access}
 		}
-		d := p.approve(ctx, s, p.Policy.Decide(ctx, in), st.SQL)
+		pd := p.Policy.Decide(ctx, in)
+		d := fromPolicy(pd)
+		if pd.NeedsApproval() && p.Approvals != nil {
+			d.Allow, d.Reason = true, ""
+			asks = append(asks, pendingApproval{pd, st.SQL})
+		}
 		if !d.Allow {
 			if len(stmts) > 1 {
 				d.Reason = fmt.Sprintf("statement %d of %d: %s (none of them ran)", i+1, len(stmts), d.Reason)
@@ -86,25 +105,45 @@ func (p PolicyDecider) Decide(ctx context.Context, s *l7.Session, r Request) Dec
 		}
 		out.PolicyVersion = d.PolicyVersion
 	}
-	return out
+	return p.finish(ctx, s, r, out, asks)
 }
 
-// approve turns a statement's policy decision into the engine's: one that
-// requires approval waits here until a human decides, the request expires
-// or the session ends.
-func (p PolicyDecider) approve(ctx context.Context, s *l7.Session, pd policy.Decision, sql string) Decision {
-	if !pd.NeedsApproval() || p.Approvals == nil {
-		return fromPolicy(pd)
-	}
-	out := p.Approvals.Hold(ctx, l7.Ask(s, pd, sql))
-	d := Decision{Allow: out.Approved, Mask: pd.Mask, Record: pd.Record, PolicyVersion: pd.PolicyVersion}
+// pendingApproval is a statement whose decision requires approval.
+type pendingApproval struct {
+	pd  policy.Decision
+	sql string
+}
+
+// finish runs the engine's check on an allowed decision, then holds each
+// statement that requires approval until a human decides, the request
+// expires or the session ends. Any refusal refuses the request.
+func (p PolicyDecider) finish(ctx context.Context, s *l7.Session, r Request, d Decision, asks []pendingApproval) Decision {
 	if !d.Allow {
-		d.Reason = "approval " + string(out.State)
-		if out.By != "" {
-			d.Reason += " by " + out.By
+		return d
+	}
+	if p.check != nil {
+		if d = p.check(ctx, r, d); !d.Allow {
+			return d
 		}
-		if out.Reason != "" {
-			d.Reason += ": " + out.Reason
+	}
+	for _, a := range asks {
+		if p.Approvals == nil {
+			return fromPolicy(a.pd)
+		}
+		out := p.Approvals.Hold(ctx, l7.Ask(s, a.pd, a.sql))
+		if !out.Approved {
+			d.Allow, d.mask = false, nil
+			d.Reason = "approval " + string(out.State)
+			if out.By != "" {
+				d.Reason += " by " + out.By
+			}
+			if out.Reason != "" {
+				d.Reason += ": " + out.Reason
+			}
+			return d
+		}
+		if out.Grant == "" || out.Grant == approval.ScopeStatement {
+			d.onceApproved = true
 		}
 	}
 	return d

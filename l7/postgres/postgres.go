@@ -42,18 +42,17 @@ const (
 func init() {
 	l7.Register(Protocol, func(t *config.Target, d l7.Deps) (l7.Engine, error) {
 		opts := []Option{WithIdleTimeout(t.IdleTimeout)}
-		var dec Decider = AllowAll
-		if d.Policy != nil {
-			dec = PolicyDecider{Policy: d.Policy, Analyzer: sharedAnalyzer(), Approvals: d.Approvals}
-		}
 		key, err := maskKey(d.StateDir)
 		if err != nil {
 			return nil, fmt.Errorf("target %q: %w", t.Name, err)
 		}
-		// The masking check may deny: it runs before the journal records
-		// the decision.
+		// The masking check may deny: it runs before any approval is
+		// asked, and before the journal records the decision.
 		m := newMasking(key, d.Journal, sharedAnalyzer())
-		dec = maskingDecider{next: dec, m: m}
+		var dec Decider = maskingDecider{next: AllowAll, m: m}
+		if d.Policy != nil {
+			dec = PolicyDecider{Policy: d.Policy, Analyzer: sharedAnalyzer(), Approvals: d.Approvals, check: m.check}
+		}
 		var rec Recorder = nopRecorder{}
 		if d.Journal != nil {
 			dec = journalingDecider{next: dec, journal: d.Journal}

@@ -51,6 +51,10 @@ type relay struct {
 	// the identity as the policy sees it.
 	cm       clientMsgs
 	identity preparedIdentity
+	// Prepared statements a human approved for one execution, and the
+	// portals bound to them: each further execution is judged again.
+	onceApproved map[string]*approvedStmt // by statement name
+	boundOnce    map[string]*boundPortal  // by portal name
 
 	// The server loop's.
 	copyOut   *Result                // a COPY TO STDOUT whose rows the row hook sees
@@ -92,6 +96,18 @@ type serverMsgs struct {
 	fnResponse  pgproto3.FunctionCallResponse
 }
 
+// approvedStmt is a prepared statement approved for one execution.
+type approvedStmt struct {
+	sql  string
+	uses int // executions the approval still covers
+}
+
+// boundPortal is a portal of an approvedStmt.
+type boundPortal struct {
+	stmt     string
+	approved bool // an Execute of it was let through: later ones continue it
+}
+
 // request is a client message sent upstream that the server answers. The
 // client loop fills in what it knows and queues it; from then on it is the
 // server loop's.
@@ -104,6 +120,7 @@ type request struct {
 	sql     string // Query, Parse
 	fn      uint32 // FunctionCall
 	dec     Decision
+	decided bool // dec was decided for this request (an Execute judged again)
 	denied  bool
 	start   time.Time
 
@@ -186,6 +203,10 @@ func (r *relay) run(ctx context.Context) error {
 		}
 	case <-ctx.Done():
 		first = &fatalError{code: codeAdminShutdown, msg: "terminating connection: tollgate is shutting down", err: context.Cause(ctx)}
+		var ke *l7.KillError
+		if errors.As(context.Cause(ctx), &ke) {
+			first = &fatalError{code: codeAdminShutdown, msg: "terminating connection: " + ke.Reason, err: ke}
+		}
 	}
 
 	// Stop the other loop: closing the upstream ends the server loop's
@@ -284,6 +305,9 @@ func (r *relay) fromClient(typ byte, frame, body []byte) error {
 		if err := r.decide(q, Request{Kind: KindStatement, Protocol: ProtocolSimple, SQL: q.sql}); err != nil {
 			return err
 		}
+		// A Query drops the unnamed statement and portal.
+		delete(r.onceApproved, "")
+		delete(r.boundOnce, "")
 		if q.denied {
 			out = &pgproto3.Query{String: deniedSQL()}
 		}
@@ -301,6 +325,13 @@ func (r *relay) fromClient(typ byte, frame, body []byte) error {
 		}
 		if q.denied {
 			out = &pgproto3.Parse{Name: q.name, Query: deniedSQL()}
+		}
+		delete(r.onceApproved, q.name)
+		if q.dec.onceApproved && !q.denied {
+			if r.onceApproved == nil {
+				r.onceApproved = map[string]*approvedStmt{}
+			}
+			r.onceApproved[q.name] = &approvedStmt{sql: q.sql, uses: 1}
 		}
 		r.push(q)
 	case 'F':
@@ -329,6 +360,13 @@ func (r *relay) fromClient(typ byte, frame, body []byte) error {
 			portal, stmt, formats = m.bind.DestinationPortal, m.bind.PreparedStatement, append([]int16(nil), m.bind.ResultFormatCodes...)
 			out = &m.bind
 		}
+		delete(r.boundOnce, portal)
+		if _, ok := r.onceApproved[stmt]; ok {
+			if r.boundOnce == nil {
+				r.boundOnce = map[string]*boundPortal{}
+			}
+			r.boundOnce[portal] = &boundPortal{stmt: stmt}
+		}
 		r.push(&request{kind: 'B', name: portal, stmt: stmt, formats: formats})
 	case 'D':
 		if err := m.describe.Decode(body); err != nil {
@@ -343,10 +381,27 @@ func (r *relay) fromClient(typ byte, frame, body []byte) error {
 			}
 			portal, out = m.execute.Portal, &m.execute
 		}
-		r.push(&request{kind: 'E', name: portal, start: r.e.now()})
+		q := &request{kind: 'E', name: portal, start: r.e.now()}
+		if bp := r.boundOnce[portal]; bp != nil && !bp.approved {
+			if err := r.approveAgain(q, bp); err != nil {
+				return err
+			}
+			if q.denied {
+				// A portal that does not exist: the server fails the
+				// Execute and skips to Sync; the server loop swaps its
+				// error for the refusal.
+				out = &pgproto3.Execute{Portal: deniedSQL()}
+			}
+		}
+		r.push(q)
 	case 'C':
 		if err := m.close.Decode(body); err != nil {
 			return r.clientReadError(err)
+		}
+		if m.close.ObjectType == 'S' {
+			delete(r.onceApproved, m.close.Name)
+		} else {
+			delete(r.boundOnce, m.close.Name)
 		}
 		r.push(&request{kind: 'C', obj: m.close.ObjectType, name: m.close.Name})
 	case 'S':
@@ -454,11 +509,31 @@ func (r *relay) decide(q *request, req Request) error {
 		q.dec = Decision{Reason: "canceling statement due to user request", sqlstate: codeQueryCanceled,
 			Record: q.dec.Record, PolicyVersion: q.dec.PolicyVersion, AuditSeq: q.dec.AuditSeq}
 	}
-	q.denied = !q.dec.Allow
+	q.denied, q.decided = !q.dec.Allow, true
 	q.start = r.e.now()
 	if err := r.ctx.Err(); err != nil {
 		return err
 	}
+	return nil
+}
+
+// approveAgain lets an Execute of a statement approved for one execution
+// through: the first on the approval, each further one on a new decision
+// (a new approval, unless a session or window grant covers it).
+func (r *relay) approveAgain(q *request, bp *boundPortal) error {
+	as := r.onceApproved[bp.stmt]
+	if as == nil {
+		return nil
+	}
+	if as.uses > 0 {
+		as.uses--
+		bp.approved = true
+		return nil
+	}
+	if err := r.decide(q, Request{Kind: KindStatement, Protocol: ProtocolExtended, SQL: as.sql, Statement: bp.stmt}); err != nil {
+		return err
+	}
+	bp.approved = !q.denied
 	return nil
 }
 
@@ -878,7 +953,7 @@ func (r *relay) serverError(m *pgproto3.ErrorResponse) encoder {
 		return nil
 	}
 	var out encoder // nil: m as it came
-	if h.denied && h.code == "" && (h.kind == 'Q' || h.kind == 'P' || h.kind == 'F') {
+	if h.denied && h.code == "" && (h.kind == 'Q' || h.kind == 'P' || h.kind == 'F' || h.kind == 'E') {
 		d := errorResponse("ERROR", codeInsufficientPrivilege, denialMessage(h.dec.Reason))
 		d.Detail = fmt.Sprintf("tollgate did not forward this statement to target %q.", r.e.target.Name)
 		if h.dec.sqlstate != "" {
@@ -916,9 +991,12 @@ func (r *relay) serverError(m *pgproto3.ErrorResponse) encoder {
 				continue
 			}
 			q.code, q.msg = codeInsufficientPrivilege, denialMessage(q.dec.Reason)
-			if q.kind == 'P' {
+			switch q.kind {
+			case 'P':
 				r.recordParse(q)
-			} else {
+			case 'E':
+				r.recordExecute(q)
+			default:
 				r.record(q)
 			}
 		}
@@ -1050,6 +1128,9 @@ func (r *relay) recordExecute(h *request) {
 	st := Statement{Protocol: ProtocolExtended, Portal: h.name}
 	if pi := r.portals[h.name]; pi != nil && pi.stmt != nil {
 		st.SQL, st.Decision, st.Statement = pi.stmt.sql, pi.stmt.dec, pi.name
+	}
+	if h.decided {
+		st.Decision = h.dec
 	}
 	r.finish(h, st)
 }

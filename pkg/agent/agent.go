@@ -695,7 +695,11 @@ func (a *Agent) KillSession(ctx context.Context, id string, peer control.Peer, r
 		return fmt.Errorf("the kill cannot be journaled, so it is not done: %w", err)
 	}
 	s.Log.Info("session killed from the control API", zap.Uint32("peer_uid", peer.UID))
-	s.Kill(fmt.Errorf("session killed by an operator: %s", reason))
+	why := "session killed by an operator"
+	if reason != "" {
+		why += ": " + reason
+	}
+	s.Kill(&l7.KillError{Reason: why})
 	return nil
 }
 

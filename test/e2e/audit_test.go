@@ -179,6 +179,9 @@ func TestSessionsWatchKillReplay(t *testing.T) {
 	waitFor(t, "psql to report the kill", func() bool {
 		return strings.Contains(psqlOut.String(), "terminat") || strings.Contains(psqlOut.String(), "closed")
 	})
+	if strings.Contains(psqlOut.String(), "terminating connection") && !strings.Contains(psqlOut.String(), "killed by an operator: e2e kill") {
+		t.Errorf("the client was not told why: %q", psqlOut.String())
+	}
 	if out, code := f.tollctl("sessions", "kill", id); code != 4 {
 		t.Errorf("killing an ended session: exit %d: %s; want 4", code, out)
 	}
