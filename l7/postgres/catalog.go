@@ -178,28 +178,23 @@ func (c *catalog) relation(ctx context.Context, oid uint32) (*relation, error) {
 	}
 	var rel *relation
 	err := c.with(ctx, func(ctx context.Context, conn *pgconn.PgConn) error {
-		id := []byte(strconv.FormatUint(uint64(oid), 10))
-		res := conn.ExecParams(ctx, `SELECT n.nspname, c.relname, c.relkind FROM pg_catalog.pg_class c
-			JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1::oid`,
-			[][]byte{id}, nil, nil, nil).Read()
-		if res.Err != nil {
-			return res.Err
+		id := strconv.FormatUint(uint64(oid), 10)
+		rows, err := query(ctx, conn, `SELECT n.nspname, c.relname, c.relkind FROM pg_catalog.pg_class c
+			JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1::oid`, id)
+		if err != nil || len(rows) == 0 {
+			return err
 		}
-		if len(res.Rows) == 0 {
-			return nil
-		}
-		row := res.Rows[0]
+		row := rows[0]
 		rel = &relation{schema: string(row[0]), name: string(row[1]), columns: map[int16]string{}}
 		if len(row[2]) > 0 {
 			rel.kind = row[2][0]
 		}
-		res = conn.ExecParams(ctx, `SELECT attnum, attname FROM pg_catalog.pg_attribute
-			WHERE attrelid = $1::oid AND attnum > 0 AND NOT attisdropped`,
-			[][]byte{id}, nil, nil, nil).Read()
-		if res.Err != nil {
-			return res.Err
+		rows, err = query(ctx, conn, `SELECT attnum, attname FROM pg_catalog.pg_attribute
+			WHERE attrelid = $1::oid AND attnum > 0 AND NOT attisdropped`, id)
+		if err != nil {
+			return err
 		}
-		for _, row := range res.Rows {
+		for _, row := range rows {
 			n, err := strconv.ParseInt(string(row[0]), 10, 16)
 			if err != nil {
 				return fmt.Errorf("attnum %q: %w", row[0], err)
@@ -224,15 +219,11 @@ func (c *catalog) relation(ctx context.Context, oid uint32) (*relation, error) {
 func (c *catalog) view(ctx context.Context, oid uint32) ([]pgconn.FieldDescription, sqlinfo.Output, error) {
 	var def string
 	err := c.with(ctx, func(ctx context.Context, conn *pgconn.PgConn) error {
-		res := conn.ExecParams(ctx, `SELECT pg_catalog.pg_get_viewdef($1::oid)`,
-			[][]byte{[]byte(strconv.FormatUint(uint64(oid), 10))}, nil, nil, nil).Read()
-		if res.Err != nil {
-			return res.Err
+		rows, err := query(ctx, conn, `SELECT pg_catalog.pg_get_viewdef($1::oid)`, strconv.FormatUint(uint64(oid), 10))
+		if err == nil && len(rows) == 1 {
+			def = strings.TrimSuffix(strings.TrimSpace(string(rows[0][0])), ";")
 		}
-		if len(res.Rows) == 1 {
-			def = strings.TrimSuffix(strings.TrimSpace(string(res.Rows[0][0])), ";")
-		}
-		return nil
+		return err
 	})
 	if err != nil {
 		return nil, sqlinfo.Output{}, fmt.Errorf("read view %d: %w", oid, err)
@@ -263,13 +254,12 @@ func (c *catalog) oidByName(ctx context.Context, schema, name string) (uint32, e
 		return oid, nil
 	}
 	err := c.with(ctx, func(ctx context.Context, conn *pgconn.PgConn) error {
-		res := conn.ExecParams(ctx, `SELECT coalesce(pg_catalog.to_regclass($1)::oid, 0)`,
-			[][]byte{[]byte(qualified)}, nil, nil, nil).Read()
-		if res.Err != nil {
-			return res.Err
+		rows, err := query(ctx, conn, `SELECT coalesce(pg_catalog.to_regclass($1)::oid, 0)`, qualified)
+		if err != nil {
+			return err
 		}
-		if len(res.Rows) == 1 {
-			n, err := strconv.ParseUint(string(res.Rows[0][0]), 10, 32)
+		if len(rows) == 1 {
+			n, err := strconv.ParseUint(string(rows[0][0]), 10, 32)
 			if err != nil {
 				return err
 			}
@@ -286,6 +276,16 @@ func (c *catalog) oidByName(ctx context.Context, schema, name string) (uint32, e
 	}
 	c.mu.Unlock()
 	return oid, nil
+}
+
+// query runs sql with text arguments and returns its rows in text format.
+func query(ctx context.Context, conn *pgconn.PgConn, sql string, args ...string) ([][][]byte, error) {
+	params := make([][]byte, len(args))
+	for i, a := range args {
+		params[i] = []byte(a)
+	}
+	res := conn.ExecParams(ctx, sql, params, nil, nil, nil).Read()
+	return res.Rows, res.Err
 }
 
 // pgIdent quotes an identifier.

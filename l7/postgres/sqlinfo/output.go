@@ -228,25 +228,7 @@ func (c *columnCollector) visit(m protoreflect.Message, out *Output, output bool
 
 // fields visits the node-holding fields of m, but those named in skip.
 func (c *columnCollector) fields(m protoreflect.Message, out *Output, output bool, skip ...protoreflect.Name) {
-next:
-	for _, fd := range messageFields[m.Descriptor().FullName()] {
-		for _, s := range skip {
-			if fd.Name() == s {
-				continue next
-			}
-		}
-		if !m.Has(fd) {
-			continue
-		}
-		if fd.IsList() {
-			l := m.Get(fd).List()
-			for i := 0; i < l.Len(); i++ {
-				c.visit(l.Get(i).Message(), out, output)
-			}
-			continue
-		}
-		c.visit(m.Get(fd).Message(), out, output)
-	}
+	eachChild(m, skip, func(n protoreflect.Message) { c.visit(n, out, output) })
 }
 
 func deparse(version int32, q *pg_query.Node) (string, error) {

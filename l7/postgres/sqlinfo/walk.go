@@ -266,6 +266,12 @@ func (w *walker) visit(m protoreflect.Message, f frame) {
 
 // children visits the node-holding fields of m, but those named in skip.
 func (w *walker) children(m protoreflect.Message, f frame, skip ...protoreflect.Name) {
+	eachChild(m, skip, func(c protoreflect.Message) { w.visit(c, f) })
+}
+
+// eachChild calls fn with each node held by a field of m, but by the
+// fields named in skip.
+func eachChild(m protoreflect.Message, skip []protoreflect.Name, fn func(protoreflect.Message)) {
 next:
 	for _, fd := range messageFields[m.Descriptor().FullName()] {
 		for _, s := range skip {
@@ -279,11 +285,11 @@ next:
 		if fd.IsList() {
 			l := m.Get(fd).List()
 			for i := 0; i < l.Len(); i++ {
-				w.visit(l.Get(i).Message(), f)
+				fn(l.Get(i).Message())
 			}
 			continue
 		}
-		w.visit(m.Get(fd).Message(), f)
+		fn(m.Get(fd).Message())
 	}
 }
 
