@@ -313,6 +313,10 @@ func streamSession(cmd *cobra.Command, g *globals, id string, follow bool, speed
 			fmt.Fprintf(out, "%s  %v by uid %v: %v\n", ts, d["action"], nameField(d["peer"]), d["reason"])
 		case "masking":
 			cols := append(strings.Fields(joinList(d["columns"])), strings.Fields(joinList(d["classifiers"]))...)
+			if len(cols) == 0 {
+				fmt.Fprintf(out, "%s     -> #%v masking applied: no masked column in the result\n", ts, d["statement_seq"])
+				break
+			}
 			fmt.Fprintf(out, "%s     -> #%v masked %v values (%s)\n", ts, d["statement_seq"], d["values"], strings.Join(cols, ", "))
 		case "approval_requested":
 			fmt.Fprintf(out, "%s  approval %v requested: %v  -- %v\n", ts, d["request"], d["sql"], d["reason"])
