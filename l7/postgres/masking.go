@@ -234,6 +234,33 @@ type masking struct {
 	cats     catalogs
 
 	sessions sync.Map // *l7.Session → *maskSession
+
+	outMu   sync.Mutex
+	outputs map[string]sqlinfo.Output // AnalyzeOutput by statement text
+}
+
+// maxOutputs bounds the cache of analyzed outputs.
+const maxOutputs = 4096
+
+// output is sqlinfo.AnalyzeOutput, cached.
+func (m *masking) output(sql string) (sqlinfo.Output, error) {
+	m.outMu.Lock()
+	out, ok := m.outputs[sql]
+	m.outMu.Unlock()
+	if ok {
+		return out, nil
+	}
+	out, err := sqlinfo.AnalyzeOutput(sql)
+	if err != nil {
+		return out, err
+	}
+	m.outMu.Lock()
+	if m.outputs == nil || len(m.outputs) >= maxOutputs {
+		m.outputs = map[string]sqlinfo.Output{}
+	}
+	m.outputs[sql] = out
+	m.outMu.Unlock()
+	return out, nil
 }
 
 func newMasking(key []byte, journal l7.Journal, analyzer *sqlinfo.Analyzer) *masking {
@@ -314,7 +341,7 @@ func (m *masking) plan(ctx context.Context, r Request, rules []policy.MaskRule) 
 		if !isCopy && len(set.columns) == 0 {
 			continue // classifiers only: every value is checked anyway
 		}
-		out, err := sqlinfo.AnalyzeOutput(st.SQL)
+		out, err := m.output(st.SQL)
 		if err != nil {
 			return nil, "statement could not be judged: " + err.Error()
 		}
