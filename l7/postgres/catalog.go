@@ -232,7 +232,7 @@ func (c *catalog) view(ctx context.Context, oid uint32) ([]pgconn.FieldDescripti
 	if err != nil {
 		return nil, sqlinfo.Output{}, fmt.Errorf("view %d: %w", oid, err)
 	}
-	fields, err := c.describe(ctx, def)
+	fields, err := c.describe(ctx, def, def)
 	if err != nil {
 		return nil, sqlinfo.Output{}, fmt.Errorf("describe view %d: %w", oid, err)
 	}
@@ -292,11 +292,11 @@ func query(ctx context.Context, conn *pgconn.PgConn, sql string, args ...string)
 func pgIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
 
 // describe returns the result columns sql would have, without running it
-// (nil: it returns no rows).
-func (c *catalog) describe(ctx context.Context, sql string) ([]pgconn.FieldDescription, error) {
+// (nil: it returns no rows), cached under key.
+func (c *catalog) describe(ctx context.Context, key, sql string) ([]pgconn.FieldDescription, error) {
 	c.mu.Lock()
 	c.fresh()
-	fields, ok := c.described[sql]
+	fields, ok := c.described[key]
 	c.mu.Unlock()
 	if ok {
 		return fields, nil
@@ -318,7 +318,7 @@ func (c *catalog) describe(ctx context.Context, sql string) ([]pgconn.FieldDescr
 		if len(c.described) >= maxDescribed {
 			clear(c.described)
 		}
-		c.described[sql] = fields
+		c.described[key] = fields
 	}
 	c.mu.Unlock()
 	return fields, nil

@@ -138,6 +138,16 @@ func (s *maskSet) namesTable(t sqlinfo.Table) bool {
 	return false
 }
 
+// namesAny reports whether a column rule could name one of tables.
+func (s *maskSet) namesAny(tables []sqlinfo.Table) bool {
+	for _, t := range tables {
+		if s.namesTable(t) {
+			return true
+		}
+	}
+	return false
+}
+
 // names reports whether a statement's table could be the rule's, by name.
 func (r *columnRule) names(t sqlinfo.Table) bool {
 	return (r.table == "" || r.table == t.Name) && (r.schema == "" || t.Schema == "" || r.schema == t.Schema)
@@ -242,10 +252,35 @@ type masking struct {
 // maxOutputs bounds the cache of analyzed outputs.
 const maxOutputs = 4096
 
-// output is sqlinfo.AnalyzeOutput, cached.
-func (m *masking) output(sql string) (sqlinfo.Output, error) {
+// touchesMasked reports whether tables include one a column rule names, or
+// a view (which may show a masked column under another name).
+func (m *masking) touchesMasked(ctx context.Context, cat *catalog, set *maskSet, tables []sqlinfo.Table) (bool, error) {
+	if set.namesAny(tables) {
+		return true, nil
+	}
+	for _, t := range tables {
+		oid, err := cat.oidByName(ctx, t.Schema, t.Name)
+		if err != nil {
+			return false, err
+		}
+		if oid == 0 {
+			continue // not (yet) there: nothing to read from it
+		}
+		rel, err := cat.relation(ctx, oid)
+		if err != nil {
+			return false, err
+		}
+		if rel != nil && !rel.tableLike() {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// output is sqlinfo.AnalyzeOutput of sql, cached under key.
+func (m *masking) output(key, sql string) (sqlinfo.Output, error) {
 	m.outMu.Lock()
-	out, ok := m.outputs[sql]
+	out, ok := m.outputs[key]
 	m.outMu.Unlock()
 	if ok {
 		return out, nil
@@ -258,7 +293,7 @@ func (m *masking) output(sql string) (sqlinfo.Output, error) {
 	if m.outputs == nil || len(m.outputs) >= maxOutputs {
 		m.outputs = map[string]sqlinfo.Output{}
 	}
-	m.outputs[sql] = out
+	m.outputs[key] = out
 	m.outMu.Unlock()
 	return out, nil
 }
@@ -341,11 +376,33 @@ func (m *masking) plan(ctx context.Context, r Request, rules []policy.MaskRule) 
 		if !isCopy && len(set.columns) == 0 {
 			continue // classifiers only: every value is checked anyway
 		}
-		out, err := m.output(st.SQL)
+		sm := &plan.stmts[i]
+		if !isCopy {
+			// Only a statement that reads a masked table or a view can
+			// carry masked values into a computed column.
+			touches, err := m.touchesMasked(ctx, cat, set, st.Tables)
+			if err != nil {
+				if set.namesAny(st.Tables) {
+					return nil, "cannot tell which result columns hold masked values: " + err.Error()
+				}
+				sm.risky = true
+				continue
+			}
+			if !touches {
+				continue
+			}
+		}
+		// Constants change neither the result's columns nor where they
+		// come from: all but COPY (whose options are constants) are
+		// analyzed and described once per fingerprint.
+		key := st.SQL
+		if !isCopy && st.Fingerprint != "" {
+			key = "fp:" + st.Fingerprint
+		}
+		out, err := m.output(key, st.SQL)
 		if err != nil {
 			return nil, "statement could not be judged: " + err.Error()
 		}
-		sm := &plan.stmts[i]
 		if c := out.Copy; c != nil {
 			for _, t := range st.Tables {
 				if !c.ToStdout && set.namesTable(t) {
@@ -368,13 +425,9 @@ func (m *masking) plan(ctx context.Context, r Request, rules []policy.MaskRule) 
 		if len(set.columns) == 0 || out.Query == "" {
 			continue
 		}
-		reason, err := m.checkStatement(ctx, cat, set, st, out, sm)
+		reason, err := m.checkStatement(ctx, cat, set, key, st, out, sm)
 		if err != nil {
-			named := false
-			for _, t := range st.Tables {
-				named = named || set.namesTable(t)
-			}
-			if named {
+			if set.namesAny(st.Tables) {
 				return nil, "cannot tell which result columns hold masked values: " + err.Error()
 			}
 			_, sm.risky = set.refers(out, nil)
@@ -393,8 +446,8 @@ func (m *masking) plan(ctx context.Context, r Request, rules []policy.MaskRule) 
 // checkStatement describes one statement and finds the computed result columns that
 // may carry masked values: with no classifier to catch them, it returns why
 // the statement is denied.
-func (m *masking) checkStatement(ctx context.Context, cat *catalog, set *maskSet, st sqlinfo.Statement, out sqlinfo.Output, sm *stmtMask) (string, error) {
-	fields, err := cat.describe(ctx, out.Query)
+func (m *masking) checkStatement(ctx context.Context, cat *catalog, set *maskSet, key string, st sqlinfo.Statement, out sqlinfo.Output, sm *stmtMask) (string, error) {
+	fields, err := cat.describe(ctx, key, out.Query)
 	if err != nil {
 		return "", err
 	}
