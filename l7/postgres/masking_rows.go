@@ -159,15 +159,21 @@ func (m *masking) OnCopyData(s *l7.Session, r *Result, data []byte) ([]byte, err
 }
 
 // prepare works out the actions for result r.
+// A result with something to mask (a masked column, or values the
+// classifiers read) gets a masking record after its statement; one with
+// nothing has the statement record's mask rules as its evidence.
 func (m *masking) prepare(st *maskSession, r *Result) error {
-	st.reported = true
 	st.res = r
 	if r.Fields == nil {
 		// No description of the result was seen: nothing tells which
 		// values are masked.
 		return fmt.Errorf("rows of a result with masked columns arrived without a description of their columns")
 	}
-	return m.actionsFor(st, r, r.Fields)
+	if err := m.actionsFor(st, r, r.Fields); err != nil {
+		return err
+	}
+	st.reported = st.reported || st.any
+	return nil
 }
 
 func (m *masking) actionsFor(st *maskSession, r *Result, fields []pgproto3.FieldDescription) error {
