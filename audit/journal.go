@@ -164,6 +164,7 @@ type Journal struct {
 	mu          sync.Mutex
 	nextSeq     uint64
 	last        [sha256.Size]byte // hash of record nextSeq-1
+	times       timeCache         // formats record times
 	pend        batch             // appended, not yet taken by the flusher
 	durable     uint64            // highest seq written and synced
 	since       int               // records since the last checkpoint
@@ -440,7 +441,7 @@ func (j *Journal) appendLocked(typ string, data []byte) uint64 {
 func (j *Journal) appendLockedAt(typ string, data []byte, at time.Time) uint64 {
 	seq := j.nextSeq
 	start := len(j.pend.buf)
-	j.pend.buf = appendLine(j.pend.buf, seq, at, typ, &j.last, data)
+	j.pend.buf = appendLine(j.pend.buf, seq, at, typ, &j.last, data, &j.times)
 	j.last = sha256.Sum256(j.pend.buf[start:])
 	j.pend.buf = append(j.pend.buf, '\n')
 	j.pend.refs = append(j.pend.refs, lineRef{seq: seq, start: start, end: len(j.pend.buf)})
