@@ -177,12 +177,18 @@ type Journal struct {
 	closed      bool   // no more appends
 	stopped     bool   // the flusher has exited
 	changed     chan struct{}
+	// armed: flushT will fire no later than FlushInterval after the
+	// oldest record in pend was appended (Batch). Cleared when flushT
+	// fires and when the flusher takes pend; set, and flushT reset, by
+	// whoever leaves records in an unarmed pend (armLocked), so that no
+	// goroutine is woken just to start a timer.
+	armed  bool
+	flushT *time.Timer
 
 	activeFirst atomic.Uint64 // first seq of the active segment
 	pruneMu     sync.Mutex
 
 	kick    chan struct{} // flush now
-	arm     chan struct{} // flush within FlushInterval
 	closing chan struct{}
 	done    chan struct{}
 	stopErr error // set by the flusher before done closes
@@ -245,7 +251,7 @@ func open(dir string, opts Options, lock *os.File) (*Journal, error) {
 		durable: tail.nextSeq - 1,
 		changed: make(chan struct{}),
 		kick:    make(chan struct{}, 1),
-		arm:     make(chan struct{}, 1),
+		flushT:  time.NewTimer(time.Hour),
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
 	}
@@ -262,6 +268,7 @@ func open(dir string, opts Options, lock *os.File) (*Journal, error) {
 		j.w.f, j.w.name, j.w.off, j.w.opened = f, tail.active, tail.size, tail.opened
 		j.activeFirst.Store(tail.activeFirst)
 	}
+	j.flushT.Stop()
 	if tail.nextSeq > 1 && !tail.anchored {
 		j.since = 1 // a crash left records no checkpoint signs yet
 	}
@@ -374,25 +381,30 @@ func (j *Journal) Append(ctx context.Context, typ string, data any) (uint64, err
 		}
 		break
 	}
-	wasEmpty := len(j.pend.refs) == 0
 	seq := j.appendLocked(typ, canon)
 	if j.opts.CheckpointRecords > 0 && j.since >= j.opts.CheckpointRecords {
 		j.checkpointLocked()
 	}
 	n := len(j.pend.refs)
-	j.mu.Unlock()
-
 	if j.opts.Durability == Strict {
+		j.mu.Unlock()
 		signal(j.kick)
 		return seq, j.waitDurable(ctx, seq)
 	}
-	switch {
-	case n >= j.opts.FlushRecords:
+	j.armLocked()
+	j.mu.Unlock()
+	if n >= j.opts.FlushRecords {
 		signal(j.kick)
-	case wasEmpty:
-		signal(j.arm)
 	}
 	return seq, nil
+}
+
+// armLocked makes sure the flusher writes pend within FlushInterval.
+func (j *Journal) armLocked() {
+	if !j.armed && len(j.pend.refs) > 0 {
+		j.armed = true
+		j.flushT.Reset(j.opts.FlushInterval)
+	}
 }
 
 // canonicalData returns data's canonical JSON encoding.
@@ -579,9 +591,6 @@ func signal(ch chan struct{}) {
 // run is the flusher: it owns the segment files.
 func (j *Journal) run() {
 	defer close(j.done)
-	flushT := time.NewTimer(time.Hour)
-	flushT.Stop()
-	armed := false
 	retryT := time.NewTimer(time.Hour)
 	retryT.Stop()
 	cp := time.NewTicker(j.opts.CheckpointEvery)
@@ -589,14 +598,10 @@ func (j *Journal) run() {
 	for {
 		select {
 		case <-j.kick:
-		case <-j.arm:
-			if !armed {
-				flushT.Reset(j.opts.FlushInterval)
-				armed = true
-			}
-			continue
-		case <-flushT.C:
-			armed = false
+		case <-j.flushT.C:
+			j.mu.Lock()
+			j.armed = false
+			j.mu.Unlock()
 		case <-retryT.C:
 		case <-cp.C:
 			j.mu.Lock()
@@ -647,6 +652,7 @@ func (j *Journal) flush() bool {
 			j.infNext = 0
 			j.mu.Lock()
 			j.pend, j.inflight = j.inflight, j.pend
+			j.armed = false
 			if len(j.inflight.refs) == 0 {
 				// Nothing to write. A failure always leaves lines
 				// behind, so this does not happen while failed; if
@@ -696,12 +702,11 @@ func (j *Journal) flush() bool {
 		}
 		j.broadcastLocked()
 		pending := len(j.pend.refs)
-		j.mu.Unlock()
 		if j.opts.Durability == Batch && !j.final && pending < j.opts.FlushRecords {
-			if pending > 0 {
-				signal(j.arm)
-			}
+			j.armLocked()
+			j.mu.Unlock()
 			return true
 		}
+		j.mu.Unlock()
 	}
 }
