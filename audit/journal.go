@@ -354,6 +354,24 @@ func (j *Journal) Append(ctx context.Context, typ string, data any) (uint64, err
 	if err != nil {
 		return 0, fmt.Errorf("audit: %s data: %w", typ, err)
 	}
+	return j.append(ctx, typ, canon)
+}
+
+// AppendCanonical is Append(ctx, typ, Canonical(data)) without making data
+// an interface value: for callers that encode their records' canonical
+// JSON themselves, once or twice per statement.
+func (j *Journal) AppendCanonical(ctx context.Context, typ string, data []byte) (uint64, error) {
+	if !validType(typ) || reservedType(typ) {
+		return 0, fmt.Errorf("%w: %q", ErrInvalidType, typ)
+	}
+	if len(data) == 0 {
+		data = []byte("{}")
+	}
+	return j.append(ctx, typ, data)
+}
+
+// append is Append once the type is checked and canon is canonical.
+func (j *Journal) append(ctx context.Context, typ string, canon []byte) (uint64, error) {
 	if len(canon) > j.opts.MaxRecordBytes {
 		return 0, fmt.Errorf("%w: %s data is %d bytes, limit %d", ErrTooLarge, typ, len(canon), j.opts.MaxRecordBytes)
 	}
