@@ -2,8 +2,10 @@ package audit
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"testing"
 )
 
@@ -35,13 +37,19 @@ func TestAppendCanonical(t *testing.T) {
 	data := Canonical(`{"a":1,"b":"x"}`)
 	mustAppend(t, j, "canon", data)
 	mustAppend(t, j, "canon", json.RawMessage(`{ "b": "x", "a": 1 }`))
+	if _, err := j.AppendCanonical(context.Background(), "canon", []byte(data)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.AppendCanonical(context.Background(), TypeCheckpoint, []byte(data)); !errors.Is(err, ErrInvalidType) {
+		t.Fatalf("AppendCanonical(checkpoint): %v; want ErrInvalidType", err)
+	}
 	mustClose(t, j)
 	mustVerify(t, dir, priv.Public().(ed25519.PublicKey))
 	var got [][]byte
 	for _, r := range recordsOfType(readAll(t, dir, Filter{}), "canon") {
 		got = append(got, r.Data)
 	}
-	if len(got) != 2 || !bytes.Equal(got[0], got[1]) || string(got[0]) != string(data) {
-		t.Fatalf("records: %q; want both %s", got, data)
+	if len(got) != 3 || !bytes.Equal(got[0], got[1]) || !bytes.Equal(got[0], got[2]) || string(got[0]) != string(data) {
+		t.Fatalf("records: %q; want all three %s", got, data)
 	}
 }

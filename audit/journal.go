@@ -164,6 +164,7 @@ type Journal struct {
 	mu          sync.Mutex
 	nextSeq     uint64
 	last        [sha256.Size]byte // hash of record nextSeq-1
+	times       timeCache         // formats record times
 	pend        batch             // appended, not yet taken by the flusher
 	durable     uint64            // highest seq written and synced
 	since       int               // records since the last checkpoint
@@ -176,12 +177,18 @@ type Journal struct {
 	closed      bool   // no more appends
 	stopped     bool   // the flusher has exited
 	changed     chan struct{}
+	// armed: flushT will fire no later than FlushInterval after the
+	// oldest record in pend was appended (Batch). Cleared when flushT
+	// fires and when the flusher takes pend; set, and flushT reset, by
+	// whoever leaves records in an unarmed pend (armLocked), so that no
+	// goroutine is woken just to start a timer.
+	armed  bool
+	flushT *time.Timer
 
 	activeFirst atomic.Uint64 // first seq of the active segment
 	pruneMu     sync.Mutex
 
 	kick    chan struct{} // flush now
-	arm     chan struct{} // flush within FlushInterval
 	closing chan struct{}
 	done    chan struct{}
 	stopErr error // set by the flusher before done closes
@@ -244,7 +251,7 @@ func open(dir string, opts Options, lock *os.File) (*Journal, error) {
 		durable: tail.nextSeq - 1,
 		changed: make(chan struct{}),
 		kick:    make(chan struct{}, 1),
-		arm:     make(chan struct{}, 1),
+		flushT:  time.NewTimer(time.Hour),
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
 	}
@@ -261,6 +268,7 @@ func open(dir string, opts Options, lock *os.File) (*Journal, error) {
 		j.w.f, j.w.name, j.w.off, j.w.opened = f, tail.active, tail.size, tail.opened
 		j.activeFirst.Store(tail.activeFirst)
 	}
+	j.flushT.Stop()
 	if tail.nextSeq > 1 && !tail.anchored {
 		j.since = 1 // a crash left records no checkpoint signs yet
 	}
@@ -346,6 +354,24 @@ func (j *Journal) Append(ctx context.Context, typ string, data any) (uint64, err
 	if err != nil {
 		return 0, fmt.Errorf("audit: %s data: %w", typ, err)
 	}
+	return j.append(ctx, typ, canon)
+}
+
+// AppendCanonical is Append(ctx, typ, Canonical(data)) without making data
+// an interface value: for callers that encode their records' canonical
+// JSON themselves, once or twice per statement.
+func (j *Journal) AppendCanonical(ctx context.Context, typ string, data []byte) (uint64, error) {
+	if !validType(typ) || reservedType(typ) {
+		return 0, fmt.Errorf("%w: %q", ErrInvalidType, typ)
+	}
+	if len(data) == 0 {
+		data = []byte("{}")
+	}
+	return j.append(ctx, typ, data)
+}
+
+// append is Append once the type is checked and canon is canonical.
+func (j *Journal) append(ctx context.Context, typ string, canon []byte) (uint64, error) {
 	if len(canon) > j.opts.MaxRecordBytes {
 		return 0, fmt.Errorf("%w: %s data is %d bytes, limit %d", ErrTooLarge, typ, len(canon), j.opts.MaxRecordBytes)
 	}
@@ -373,25 +399,30 @@ func (j *Journal) Append(ctx context.Context, typ string, data any) (uint64, err
 		}
 		break
 	}
-	wasEmpty := len(j.pend.refs) == 0
 	seq := j.appendLocked(typ, canon)
 	if j.opts.CheckpointRecords > 0 && j.since >= j.opts.CheckpointRecords {
 		j.checkpointLocked()
 	}
 	n := len(j.pend.refs)
-	j.mu.Unlock()
-
 	if j.opts.Durability == Strict {
+		j.mu.Unlock()
 		signal(j.kick)
 		return seq, j.waitDurable(ctx, seq)
 	}
-	switch {
-	case n >= j.opts.FlushRecords:
+	j.armLocked()
+	j.mu.Unlock()
+	if n >= j.opts.FlushRecords {
 		signal(j.kick)
-	case wasEmpty:
-		signal(j.arm)
 	}
 	return seq, nil
+}
+
+// armLocked makes sure the flusher writes pend within FlushInterval.
+func (j *Journal) armLocked() {
+	if !j.armed && len(j.pend.refs) > 0 {
+		j.armed = true
+		j.flushT.Reset(j.opts.FlushInterval)
+	}
 }
 
 // canonicalData returns data's canonical JSON encoding.
@@ -440,7 +471,7 @@ func (j *Journal) appendLocked(typ string, data []byte) uint64 {
 func (j *Journal) appendLockedAt(typ string, data []byte, at time.Time) uint64 {
 	seq := j.nextSeq
 	start := len(j.pend.buf)
-	j.pend.buf = appendLine(j.pend.buf, seq, at, typ, &j.last, data)
+	j.pend.buf = appendLine(j.pend.buf, seq, at, typ, &j.last, data, &j.times)
 	j.last = sha256.Sum256(j.pend.buf[start:])
 	j.pend.buf = append(j.pend.buf, '\n')
 	j.pend.refs = append(j.pend.refs, lineRef{seq: seq, start: start, end: len(j.pend.buf)})
@@ -578,9 +609,6 @@ func signal(ch chan struct{}) {
 // run is the flusher: it owns the segment files.
 func (j *Journal) run() {
 	defer close(j.done)
-	flushT := time.NewTimer(time.Hour)
-	flushT.Stop()
-	armed := false
 	retryT := time.NewTimer(time.Hour)
 	retryT.Stop()
 	cp := time.NewTicker(j.opts.CheckpointEvery)
@@ -588,14 +616,10 @@ func (j *Journal) run() {
 	for {
 		select {
 		case <-j.kick:
-		case <-j.arm:
-			if !armed {
-				flushT.Reset(j.opts.FlushInterval)
-				armed = true
-			}
-			continue
-		case <-flushT.C:
-			armed = false
+		case <-j.flushT.C:
+			j.mu.Lock()
+			j.armed = false
+			j.mu.Unlock()
 		case <-retryT.C:
 		case <-cp.C:
 			j.mu.Lock()
@@ -646,6 +670,7 @@ func (j *Journal) flush() bool {
 			j.infNext = 0
 			j.mu.Lock()
 			j.pend, j.inflight = j.inflight, j.pend
+			j.armed = false
 			if len(j.inflight.refs) == 0 {
 				// Nothing to write. A failure always leaves lines
 				// behind, so this does not happen while failed; if
@@ -695,12 +720,11 @@ func (j *Journal) flush() bool {
 		}
 		j.broadcastLocked()
 		pending := len(j.pend.refs)
-		j.mu.Unlock()
 		if j.opts.Durability == Batch && !j.final && pending < j.opts.FlushRecords {
-			if pending > 0 {
-				signal(j.arm)
-			}
+			j.armLocked()
+			j.mu.Unlock()
 			return true
 		}
+		j.mu.Unlock()
 	}
 }

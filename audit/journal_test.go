@@ -409,3 +409,29 @@ func TestStrictGroupCommit(t *testing.T) {
 	}
 	t.Logf("%d strict appends, %d syncs", goroutines*each, syncs)
 }
+
+// TestBatchWindow: in batch mode every record is written within
+// FlushInterval of its Append, with nothing else (Sync, a checkpoint, a
+// full batch) to push it out.
+func TestBatchWindow(t *testing.T) {
+	const window = 20 * time.Millisecond
+	j := mustOpen(t, t.TempDir(), Options{
+		PrivateKey: newKey(t), FlushInterval: window,
+		CheckpointEvery: time.Hour, CheckpointRecords: -1,
+	})
+	defer j.Close()
+	for round := range 20 {
+		var seq uint64
+		for range round%4*10 + 1 {
+			seq = mustAppend(t, j, TypeStatement, benchData)
+		}
+		deadline := time.Now().Add(waitLimit)
+		for j.Status().Durable < seq {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: record %d not written after %v (window %v)", round, seq, waitLimit, window)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(time.Duration(round%3) * window / 2)
+	}
+}

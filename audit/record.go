@@ -92,12 +92,13 @@ func (r Record) appendLine(dst []byte) ([]byte, error) {
 	if err != nil || len(prev) != sha256.Size {
 		return nil, fmt.Errorf("record prev %q: not a hex SHA-256", r.Prev)
 	}
-	return appendLine(dst, r.Seq, r.Time, r.Type, (*[sha256.Size]byte)(prev), data), nil
+	return appendLine(dst, r.Seq, r.Time, r.Type, (*[sha256.Size]byte)(prev), data, nil), nil
 }
 
 // appendLine appends a record's canonical line, without the newline. data
-// must be canonical and typ valid.
-func appendLine(dst []byte, seq uint64, t time.Time, typ string, prev *[sha256.Size]byte, data []byte) []byte {
+// must be canonical and typ valid. tc, if not nil, caches the formatting
+// of the time's second.
+func appendLine(dst []byte, seq uint64, t time.Time, typ string, prev *[sha256.Size]byte, data []byte, tc *timeCache) []byte {
 	dst = append(dst, `{"data":`...)
 	dst = append(dst, data...)
 	dst = append(dst, `,"prev":"`...)
@@ -105,10 +106,50 @@ func appendLine(dst []byte, seq uint64, t time.Time, typ string, prev *[sha256.S
 	dst = append(dst, `","seq":`...)
 	dst = strconv.AppendUint(dst, seq, 10)
 	dst = append(dst, `,"time":"`...)
-	dst = t.UTC().AppendFormat(dst, time.RFC3339Nano)
+	dst = tc.appendTime(dst, t)
 	dst = append(dst, `","type":`...)
 	dst = appendString(dst, typ)
 	return append(dst, '}')
+}
+
+// timeCache formats record times as t.UTC().AppendFormat(dst,
+// time.RFC3339Nano) does, reusing the date and time of day while the
+// second stays the same: records come many to a second.
+type timeCache struct {
+	sec    int64 // Unix second that prefix formats
+	n      int   // length of prefix; 0: nothing cached
+	prefix [24]byte
+}
+
+// appendTime appends t in UTC as RFC 3339 with the fraction of a second
+// that time.RFC3339Nano writes (trailing zeros dropped, no dot if none).
+// A nil cache formats with AppendFormat.
+func (c *timeCache) appendTime(dst []byte, t time.Time) []byte {
+	t = t.UTC()
+	if c == nil {
+		return t.AppendFormat(dst, time.RFC3339Nano)
+	}
+	if sec := t.Unix(); c.n == 0 || sec != c.sec {
+		if y := t.Year(); y < 0 || y > 9999 {
+			return t.AppendFormat(dst, time.RFC3339Nano)
+		}
+		c.sec, c.n = sec, len(t.AppendFormat(c.prefix[:0], "2006-01-02T15:04:05"))
+	}
+	dst = append(dst, c.prefix[:c.n]...)
+	if ns := uint32(t.Nanosecond()); ns != 0 {
+		var frac [10]byte
+		frac[0] = '.'
+		for i := 9; i > 0; i-- {
+			frac[i] = byte('0' + ns%10)
+			ns /= 10
+		}
+		n := len(frac)
+		for frac[n-1] == '0' {
+			n--
+		}
+		dst = append(dst, frac[:n]...)
+	}
+	return append(dst, 'Z')
 }
 
 // validType reports whether typ is a well-formed record type.

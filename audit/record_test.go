@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -190,4 +191,50 @@ func TestOpenNeedsKey(t *testing.T) {
 	if _, err := Open(t.TempDir(), Options{PrivateKey: newKey(t), Durability: "sometimes"}); err == nil {
 		t.Error("Open with a bad durability: got nil error")
 	}
+}
+
+func TestTimeCache(t *testing.T) {
+	var c timeCache
+	base := time.Date(2026, 12, 4, 23, 59, 59, 0, time.UTC)
+	times := []time.Time{
+		base,
+		base.Add(1),
+		base.Add(10),
+		base.Add(120 * time.Millisecond),
+		base.Add(999999999),
+		base.Add(time.Second),
+		base.Add(time.Second + 100*time.Microsecond),
+		base.In(time.FixedZone("x", 5*3600+1800)),
+		base.Add(-time.Nanosecond),
+		time.Date(1, 1, 1, 0, 0, 0, 1, time.UTC),
+		time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC),
+		time.Date(10000, 1, 1, 0, 0, 0, 5, time.UTC),
+		time.Date(-1, 1, 1, 0, 0, 0, 5, time.UTC),
+		time.Unix(0, 0),
+		time.Now(),
+		time.Now().Round(0),
+	}
+	for range 1000 {
+		times = append(times, base.Add(time.Duration(rand.Int64N(int64(3*time.Second)))))
+	}
+	for _, tm := range times {
+		got := string(c.appendTime([]byte("x"), tm))
+		if want := "x" + tm.UTC().Format(time.RFC3339Nano); got != want {
+			t.Errorf("appendTime(%v) = %s, want %s", tm, got, want)
+		}
+	}
+}
+
+func FuzzTimeCache(f *testing.F) {
+	f.Add(int64(1796428799), int64(0), int64(1))
+	f.Add(int64(-62135596800), int64(1), int64(999999999))
+	f.Fuzz(func(t *testing.T, sec, ns1, ns2 int64) {
+		var c timeCache
+		for _, tm := range []time.Time{time.Unix(sec, ns1), time.Unix(sec, ns2), time.Unix(sec+1, ns1)} {
+			got := string(c.appendTime(nil, tm))
+			if want := tm.UTC().Format(time.RFC3339Nano); got != want {
+				t.Fatalf("appendTime(%v) = %s, want %s", tm, got, want)
+			}
+		}
+	})
 }

@@ -98,7 +98,7 @@ func (j journalingDecider) Decide(ctx context.Context, s *l7.Session, r Request)
 	if err != nil {
 		err = fmt.Errorf("audit: %s data: %w", RecordStatement, err)
 	} else {
-		seq, err = j.journal.Append(ctx, RecordStatement, audit.Canonical(data))
+		seq, err = appendRecord(ctx, j.journal, RecordStatement, data)
 	}
 	if err != nil {
 		return Decision{Reason: fmt.Sprintf("the audit journal cannot be written, so nothing is let through: %v", errors.Unwrap(err))}
@@ -106,6 +106,23 @@ func (j journalingDecider) Decide(ctx context.Context, s *l7.Session, r Request)
 	d.AuditSeq = seq
 	return d
 }
+
+// canonicalJournal is a journal that takes canonical JSON as it is
+// (*audit.Journal).
+type canonicalJournal interface {
+	AppendCanonical(ctx context.Context, typ string, data []byte) (uint64, error)
+}
+
+// appendRecord appends a record whose data is canonical JSON, without
+// boxing it in an interface when the journal allows.
+func appendRecord(ctx context.Context, j l7.Journal, typ string, data []byte) (uint64, error) {
+	if cj, ok := j.(canonicalJournal); ok {
+		return cj.AppendCanonical(ctx, typ, data)
+	}
+	return j.Append(ctx, typ, audit.Canonical(data))
+}
+
+var _ canonicalJournal = (*audit.Journal)(nil)
 
 // recordBufs hold the encodings of records while they are appended.
 var recordBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
@@ -252,7 +269,7 @@ func (a auditRecorder) StatementDone(s *l7.Session, st Statement) {
 	}
 	bp := getRecordBuf()
 	*bp = res.appendJSON((*bp)[:0])
-	a.journal.Append(context.Background(), RecordStatementResult, audit.Canonical(*bp))
+	appendRecord(context.Background(), a.journal, RecordStatementResult, *bp)
 	putRecordBuf(bp)
 }
 
