@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,10 +46,6 @@ type relay struct {
 	ended    atomic.Pointer[error] // why the client loop sent Terminate upstream
 	clientIn *flushReader          // reads the client, and keeps when it last did
 	cancel   *cancelTarget         // the session's cancel key's target; nil in tests without one
-
-	// The loops' raw readers (rawread.go) of plain TCP connections; nil:
-	// the connection is read as a net.Conn.
-	clientRaw, upRaw *rawReader
 
 	// The client loop's: decoders of the client messages it reads, and
 	// the identity as the policy sees it.
@@ -164,21 +159,9 @@ func newRelay(e *engine, s *l7.Session, state *sessionState, st *clientStartup, 
 	r.uw = &msgWriter{w: up.conn, n: &s.BytesIn}
 	r.cw = &msgWriter{w: st.conn, n: &s.BytesOut}
 	r.clientIn = &flushReader{r: st.r, w: r.uw, stamp: e.idleTimeout > 0}
-	if r.clientRaw = newRawReader(st.conn); r.clientRaw != nil {
-		// What the startup's reader holds comes first.
-		if n := st.r.Buffered(); n > 0 {
-			b, _ := st.r.Peek(n)
-			r.clientIn.pending = append([]byte(nil), b...)
-		}
-		r.clientIn.r = r.clientRaw
-	}
 	r.cr = newMsgReader(r.clientIn, e.maxMessage)
 	r.cr.known = isFrontendType
-	var upIn io.Reader = up.conn
-	if r.upRaw = newRawReader(up.conn); r.upRaw != nil {
-		upIn = r.upRaw
-	}
-	r.ur = newMsgReader(&flushReader{r: upIn, w: r.cw}, 0)
+	r.ur = newMsgReader(&flushReader{r: up.conn, w: r.cw}, 0)
 	return r
 }
 
@@ -232,13 +215,7 @@ func (r *relay) run(ctx context.Context) error {
 	// error); a write deadline bounds the server loop's writes to a client
 	// that does not read.
 	cancel()
-	if r.upRaw != nil {
-		r.upRaw.halt(net.ErrClosed)
-	}
 	r.up.Close()
-	if r.clientRaw != nil {
-		r.clientRaw.halt(os.ErrDeadlineExceeded)
-	}
 	r.client.SetReadDeadline(time.Unix(1, 0))
 	r.client.SetWriteDeadline(time.Now().Add(finalWriteTimeout))
 	for ; pending > 0; pending-- {
@@ -271,48 +248,35 @@ func (r *relay) clientLoop() error {
 	if idle > 0 {
 		r.clientIn.last = time.Now()
 	}
-	if r.clientRaw != nil {
-		return r.clientRaw.pump(r.clientStep)
-	}
 	for {
-		if err := r.clientStep(); err != nil {
-			return err
-		}
-	}
-}
-
-// clientStep reads and relays one client message. With a raw reader it
-// returns errWouldBlock when the client sent nothing more yet.
-func (r *relay) clientStep() error {
-	idle := r.e.idleTimeout
-	if idle > 0 {
-		// The deadline ends a read that waits too long; run sets a past
-		// one to stop the loop, after it ends ctx: a deadline set here
-		// after that must not stand.
-		deadline := time.Now().Add(idle)
-		if since, ok := r.idleSince(); ok {
-			deadline = since.Add(idle)
-		}
-		r.client.SetReadDeadline(deadline)
-		if err := r.ctx.Err(); err != nil {
-			return err
-		}
-	}
-	typ, frame, body, err := r.cr.next()
-	if err != nil {
-		if err == errWouldBlock {
-			return err
-		}
-		var ne net.Error
-		if idle > 0 && errors.As(err, &ne) && ne.Timeout() && r.ctx.Err() == nil {
-			if since, ok := r.idleSince(); !ok || time.Since(since) < idle {
-				return nil // the reader resumes a message cut by the deadline
+		if idle > 0 {
+			// The deadline ends a read that waits too long; run sets a past
+			// one to stop the loop, after it ends ctx: a deadline set here
+			// after that must not stand.
+			deadline := time.Now().Add(idle)
+			if since, ok := r.idleSince(); ok {
+				deadline = since.Add(idle)
 			}
-			return r.idleTimeout()
+			r.client.SetReadDeadline(deadline)
+			if err := r.ctx.Err(); err != nil {
+				return err
+			}
 		}
-		return r.clientReadError(err)
+		typ, frame, body, err := r.cr.next()
+		if err != nil {
+			var ne net.Error
+			if idle > 0 && errors.As(err, &ne) && ne.Timeout() && r.ctx.Err() == nil {
+				if since, ok := r.idleSince(); !ok || time.Since(since) < idle {
+					continue // the reader resumes a message cut by the deadline
+				}
+				return r.idleTimeout()
+			}
+			return r.clientReadError(err)
+		}
+		if err := r.fromClient(typ, frame, body); err != nil {
+			return err
+		}
 	}
-	return r.fromClient(typ, frame, body)
 }
 
 // isFrontendType reports whether typ is a message type a client may send
@@ -534,18 +498,9 @@ func (r *relay) decide(q *request, req Request) error {
 		r.cancel.deciding.Store(&stop)
 		defer r.cancel.deciding.Store(nil)
 	}
-	if r.clientRaw != nil {
-		r.clientRaw.beginDecision()
-	}
 	endWatch := r.watchClient(stop)
 	q.dec = r.e.decider.Decide(ctx, r.s, req)
-	if r.clientRaw != nil {
-		r.clientRaw.stopWatch()
-		endWatch()
-		r.clientRaw.endDecision()
-	} else {
-		endWatch()
-	}
+	endWatch()
 	if errors.Is(context.Cause(ctx), errClientGone) && r.ctx.Err() == nil {
 		q.dec = Decision{Reason: "the client went away while the statement waited", Record: q.dec.Record,
 			PolicyVersion: q.dec.PolicyVersion, AuditSeq: q.dec.AuditSeq}
@@ -671,41 +626,26 @@ func (r *relay) skipToSync() []*request {
 // serverLoop relays the upstream's messages to the client until the
 // upstream ends the session or a read or write fails.
 func (r *relay) serverLoop() error {
-	if r.upRaw != nil {
-		return r.upRaw.pump(r.serverStep)
-	}
 	for {
-		if err := r.serverStep(); err != nil {
+		typ, frame, body, err := r.ur.next()
+		if err != nil {
+			return r.serverReadError(err)
+		}
+		out, err := r.fromServer(typ, body)
+		switch {
+		case err != nil:
 			return err
+		case out == nil:
+			err = r.cw.sendFrame(frame)
+		case out == drop:
+			continue
+		default:
+			err = r.cw.send(out)
+		}
+		if err != nil {
+			return clientWriteError(err)
 		}
 	}
-}
-
-// serverStep reads and relays one upstream message. With a raw reader it
-// returns errWouldBlock when the upstream sent nothing more yet.
-func (r *relay) serverStep() error {
-	typ, frame, body, err := r.ur.next()
-	if err != nil {
-		if err == errWouldBlock {
-			return err
-		}
-		return r.serverReadError(err)
-	}
-	out, err := r.fromServer(typ, body)
-	switch {
-	case err != nil:
-		return err
-	case out == nil:
-		err = r.cw.sendFrame(frame)
-	case out == drop:
-		return nil
-	default:
-		err = r.cw.send(out)
-	}
-	if err != nil {
-		return clientWriteError(err)
-	}
-	return nil
 }
 
 // drop is what fromServer returns for a message the client must not see.

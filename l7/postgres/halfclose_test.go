@@ -12,9 +12,10 @@ import (
 
 // TestHalfClose sends statements and half-closes the connection at once,
 // as a piped client does: the data and the FIN reach the relay together,
-// and the session must end (a read that returns the data leaves the end
-// unread: the relay's raw reader must not wait for an edge that will not
-// come). The relay ends a session at the client's end, answered or not.
+// and the session must end. The relay ends a session at the client's end,
+// answered or not. (A relay that skips the read it expects to return
+// EAGAIN after a short read hangs here: the read that returns the data
+// leaves the end unread, and no new edge comes. See docs/benchmarks.md.)
 func TestHalfClose(t *testing.T) {
 	checkLeaks(t)
 	srv := pgtest.Shared(t)
