@@ -65,6 +65,12 @@ type catalog struct {
 	rels      map[uint32]*relation
 	names     map[string]uint32 // quoted qualified name → OID
 	described map[string][]pgconn.FieldDescription
+	plans     map[string]cachedPlan // masking's checks of requests
+}
+
+type cachedPlan struct {
+	plan   *maskPlan
+	reason string
 }
 
 // catalogs holds an engine's catalogs by database and user.
@@ -99,18 +105,19 @@ func (cs *catalogs) invalidate() {
 
 func (c *catalog) invalidate() {
 	c.mu.Lock()
-	c.rels, c.names, c.described = nil, nil, nil
+	c.rels, c.names, c.described, c.plans = nil, nil, nil, nil
 	c.mu.Unlock()
 }
 
 // fresh drops the cache when it is older than catalogTTL. Called with mu.
 func (c *catalog) fresh() {
 	if time.Since(c.loaded) > catalogTTL {
-		c.rels, c.names, c.described = nil, nil, nil
+		c.rels, c.names, c.described, c.plans = nil, nil, nil, nil
 	}
 	if c.rels == nil {
 		c.rels = map[uint32]*relation{}
 		c.names = map[string]uint32{}
+		c.plans = map[string]cachedPlan{}
 		c.described = map[string][]pgconn.FieldDescription{}
 		c.loaded = time.Now()
 	}
@@ -276,6 +283,28 @@ func (c *catalog) oidByName(ctx context.Context, schema, name string) (uint32, e
 	}
 	c.mu.Unlock()
 	return oid, nil
+}
+
+// plan returns masking's check of a request, if kept.
+func (c *catalog) plan(key string) (*maskPlan, string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.fresh()
+	p, ok := c.plans[key]
+	return p.plan, p.reason, ok
+}
+
+// keepPlan keeps masking's check of a request until the catalog is read
+// again.
+func (c *catalog) keepPlan(key string, p *maskPlan, reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.plans != nil {
+		if len(c.plans) >= maxDescribed {
+			clear(c.plans)
+		}
+		c.plans[key] = cachedPlan{p, reason}
+	}
 }
 
 // query runs sql with text arguments and returns its rows in text format.

@@ -60,6 +60,46 @@ type columnRule struct {
 	classifier string
 }
 
+// maxCompiled bounds the cache of compiled rule sets.
+const maxCompiled = 256
+
+// compiled is compileMask, cached by the rules' contents; it also returns
+// that key.
+func (m *masking) compiled(rules []policy.MaskRule) (*maskSet, string, error) {
+	var b strings.Builder
+	for _, r := range rules {
+		b.WriteString(r.Table)
+		b.WriteByte(0)
+		b.WriteString(r.Column)
+		b.WriteByte(0)
+		b.WriteString(r.Classifier)
+		b.WriteByte(0)
+		b.WriteString(r.Method)
+		if len(r.Params) > 0 {
+			fmt.Fprint(&b, r.Params) // fmt prints maps with sorted keys
+		}
+		b.WriteByte(1)
+	}
+	key := b.String()
+	m.setMu.Lock()
+	set, ok := m.sets[key]
+	m.setMu.Unlock()
+	if ok {
+		return set, key, nil
+	}
+	set, err := compileMask(rules)
+	if err != nil {
+		return nil, "", err
+	}
+	m.setMu.Lock()
+	if m.sets == nil || len(m.sets) >= maxCompiled {
+		m.sets = map[string]*maskSet{}
+	}
+	m.sets[key] = set
+	m.setMu.Unlock()
+	return set, key, nil
+}
+
 func compileMask(rules []policy.MaskRule) (*maskSet, error) {
 	set := &maskSet{names: map[string]bool{}}
 	for i, r := range rules {
@@ -247,6 +287,9 @@ type masking struct {
 
 	outMu   sync.Mutex
 	outputs map[string]sqlinfo.Output // AnalyzeOutput by statement text
+
+	setMu sync.Mutex
+	sets  map[string]*maskSet // compiled rule sets by their contents
 }
 
 // maxOutputs bounds the cache of analyzed outputs.
@@ -358,7 +401,7 @@ func (m *masking) check(ctx context.Context, r Request, dec Decision) Decision {
 
 // plan checks r against its decision's mask rules.
 func (m *masking) plan(ctx context.Context, r Request, rules []policy.MaskRule) (*maskPlan, string) {
-	set, err := compileMask(rules)
+	set, setKey, err := m.compiled(rules)
 	if err != nil {
 		return nil, "the policy's mask rules are invalid: " + err.Error()
 	}
@@ -369,8 +412,33 @@ func (m *masking) plan(ctx context.Context, r Request, rules []policy.MaskRule) 
 	if err != nil {
 		return nil, "statement could not be judged: " + err.Error()
 	}
-	plan := &maskPlan{set: set, stmts: make([]stmtMask, len(stmts))}
 	cat := m.cats.get(m.e, r.Facts.Database, r.Facts.UpstreamUser)
+	// A request of statements without COPY is checked once per rule set
+	// and fingerprints, until the catalog is read again.
+	key := setKey
+	for _, st := range stmts {
+		if st.Fingerprint == "" || (len(st.Commands) > 0 && st.Commands[0] == "COPY") {
+			key = ""
+			break
+		}
+		key += "\x00" + st.Fingerprint
+	}
+	if key != "" {
+		if p, reason, ok := cat.plan(key); ok {
+			return p, reason
+		}
+	}
+	plan, reason, failed := m.planStatements(ctx, cat, set, stmts)
+	if key != "" && !failed {
+		cat.keepPlan(key, plan, reason)
+	}
+	return plan, reason
+}
+
+// planStatements checks each statement of a request; failed reports a
+// catalog that could not be read (the outcome is not to be kept).
+func (m *masking) planStatements(ctx context.Context, cat *catalog, set *maskSet, stmts []sqlinfo.Statement) (_ *maskPlan, _ string, failed bool) {
+	plan := &maskPlan{set: set, stmts: make([]stmtMask, len(stmts))}
 	for i, st := range stmts {
 		isCopy := len(st.Commands) > 0 && st.Commands[0] == "COPY"
 		if !isCopy && len(set.columns) == 0 {
@@ -383,9 +451,9 @@ func (m *masking) plan(ctx context.Context, r Request, rules []policy.MaskRule) 
 			touches, err := m.touchesMasked(ctx, cat, set, st.Tables)
 			if err != nil {
 				if set.namesAny(st.Tables) {
-					return nil, "cannot tell which result columns hold masked values: " + err.Error()
+					return nil, "cannot tell which result columns hold masked values: " + err.Error(), true
 				}
-				sm.risky = true
+				sm.risky, failed = true, true
 				continue
 			}
 			if !touches {
@@ -401,16 +469,16 @@ func (m *masking) plan(ctx context.Context, r Request, rules []policy.MaskRule) 
 		}
 		out, err := m.output(key, st.SQL)
 		if err != nil {
-			return nil, "statement could not be judged: " + err.Error()
+			return nil, "statement could not be judged: " + err.Error(), false
 		}
 		if c := out.Copy; c != nil {
 			for _, t := range st.Tables {
 				if !c.ToStdout && set.namesTable(t) {
-					return nil, fmt.Sprintf("COPY of %s to a server file or program cannot be masked", t.Name)
+					return nil, fmt.Sprintf("COPY of %s to a server file or program cannot be masked", t.Name), false
 				}
 				for _, r := range set.columns {
 					if r.denyCopy && r.names(t) {
-						return nil, fmt.Sprintf("COPY of table %s is denied by the policy's mask rule for column %s", t.Name, r.column)
+						return nil, fmt.Sprintf("COPY of table %s is denied by the policy's mask rule for column %s", t.Name, r.column), false
 					}
 				}
 			}
@@ -418,7 +486,7 @@ func (m *masking) plan(ctx context.Context, r Request, rules []policy.MaskRule) 
 				continue
 			}
 			if c.Format == "binary" {
-				return nil, "COPY ... (FORMAT binary) of a result with masked values is not supported: use text or csv"
+				return nil, "COPY ... (FORMAT binary) of a result with masked values is not supported: use text or csv", false
 			}
 			sm.copy = &copyPlan{format: copyFormat(c)}
 		}
@@ -428,19 +496,20 @@ func (m *masking) plan(ctx context.Context, r Request, rules []policy.MaskRule) 
 		reason, err := m.checkStatement(ctx, cat, set, key, st, out, sm)
 		if err != nil {
 			if set.namesAny(st.Tables) {
-				return nil, "cannot tell which result columns hold masked values: " + err.Error()
+				return nil, "cannot tell which result columns hold masked values: " + err.Error(), true
 			}
 			_, sm.risky = set.refers(out, nil)
+			failed = true
 			continue
 		}
 		if reason != "" {
 			if len(stmts) > 1 {
 				reason = fmt.Sprintf("statement %d of %d: %s (none of them ran)", i+1, len(stmts), reason)
 			}
-			return nil, reason
+			return nil, reason, false
 		}
 	}
-	return plan, ""
+	return plan, "", failed
 }
 
 // checkStatement describes one statement and finds the computed result columns that
