@@ -142,7 +142,10 @@ func (p PolicyDecider) finish(ctx context.Context, s *l7.Session, r Request, d D
 			}
 			return d
 		}
-		if out.Grant == "" || out.Grant == approval.ScopeStatement {
+		// Only a session grant outlives this execution for certain: a
+		// statement or window approval is asked again (a window still
+		// open approves at once).
+		if out.Grant != approval.ScopeSession {
 			d.onceApproved = true
 		}
 	}
