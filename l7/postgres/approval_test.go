@@ -247,8 +247,9 @@ func TestApprovalClientGone(t *testing.T) {
 }
 
 // Decisions that take about as long as the relay waits before it watches
-// the client: the watch must start and end cleanly around each (a race
-// there once left sessions hung).
+// the client: the watch must start and end cleanly around each. (A smoke
+// test under timing jitter; TestWatchEndsAsItStarts pins the race that once
+// left sessions hung.)
 func TestSlowDecisionsWatchTheClient(t *testing.T) {
 	checkLeaks(t)
 	srv := pgtest.Shared(t)
@@ -268,6 +269,30 @@ func TestSlowDecisionsWatchTheClient(t *testing.T) {
 			mode = pgx.QueryExecModeExec
 		}
 		if err := c.QueryRow(ctx, "SELECT $1::int", mode, i).Scan(&got); err != nil || got != i {
+			t.Fatalf("statement %d: %v (got %d)", i, err, got)
+		}
+	}
+}
+
+// A decision that ends while its client watch is starting: the watch must
+// still stop (it once cleared the deadline that stops it, and read on).
+func TestWatchEndsAsItStarts(t *testing.T) {
+	checkLeaks(t)
+	srv := pgtest.Shared(t)
+	// The watch starts 20 ms into a decision and is held 60 ms before it
+	// reads; the decision ends at 30 ms, so the end comes in between.
+	t.Cleanup(postgres.SetWatchStarting(func() { time.Sleep(60 * time.Millisecond) }))
+	dec := postgres.DeciderFunc(func(context.Context, *l7.Session, postgres.Request) postgres.Decision {
+		time.Sleep(30 * time.Millisecond)
+		return postgres.Decision{Allow: true}
+	})
+	p := startProxy(t, srv, nil, postgres.WithDecider(dec))
+	c := p.connect(t)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	for i := 0; i < 3; i++ {
+		var got int
+		if err := c.QueryRow(ctx, "SELECT $1::int", pgx.QueryExecModeSimpleProtocol, i).Scan(&got); err != nil || got != i {
 			t.Fatalf("statement %d: %v (got %d)", i, err, got)
 		}
 	}

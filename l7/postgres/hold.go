@@ -24,6 +24,9 @@ const watchAfter = 20 * time.Millisecond
 // maxWatched bounds what the watch keeps of what the client sends.
 const maxWatched = 1 << 20
 
+// watchStarting, when set (tests), runs as a watch starts, before it reads.
+var watchStarting func()
+
 // errClientGone ends a decision whose client went away.
 var errClientGone = errors.New("the client went away")
 
@@ -46,6 +49,9 @@ func (r *relay) watchClient(stop context.CancelCauseFunc) (end func()) {
 		started = true
 		mu.Unlock()
 		defer close(done)
+		if watchStarting != nil {
+			watchStarting()
+		}
 		r.watch(stop)
 	})
 	return func() {
