@@ -22,8 +22,11 @@ type Durability string
 
 const (
 	// Batch (group commit): Append returns once the record is buffered; a
-	// background flusher writes and syncs every FlushInterval or
-	// FlushRecords records. A crash loses at most the buffered records.
+	// background flusher writes what is buffered to the segment file every
+	// FlushInterval or FlushRecords records, and syncs what it wrote every
+	// SyncInterval. A crash of the process loses at most the records not
+	// yet written (FlushInterval's worth); a crash of the machine at most
+	// those not yet synced (SyncInterval's worth).
 	Batch Durability = "batch"
 	// Strict: Append returns once the record is written and synced.
 	// Concurrent appends share one sync.
@@ -59,8 +62,13 @@ type Options struct {
 	// SegmentAge starts a new segment file when the active one got its
 	// first record this long ago. Default 24h; negative: never.
 	SegmentAge time.Duration
-	// FlushInterval is how long Batch buffers a record at most. Default 5ms.
+	// FlushInterval is how long Batch buffers a record at most before it
+	// is written to the segment file. Default 5ms.
 	FlushInterval time.Duration
+	// SyncInterval is how long a record Batch wrote stays unsynced at most
+	// (fdatasync, which costs far more than the write). Default 50ms; at
+	// least FlushInterval.
+	SyncInterval time.Duration
 	// FlushRecords makes Batch flush at once when this many records are
 	// buffered. Default 4096.
 	FlushRecords int
@@ -106,6 +114,10 @@ func (o *Options) setDefaults() error {
 	if o.FlushInterval <= 0 {
 		o.FlushInterval = 5 * time.Millisecond
 	}
+	if o.SyncInterval <= 0 {
+		o.SyncInterval = 50 * time.Millisecond
+	}
+	o.SyncInterval = max(o.SyncInterval, o.FlushInterval)
 	if o.FlushRecords <= 0 {
 		o.FlushRecords = 4096
 	}
@@ -167,6 +179,7 @@ type Journal struct {
 	times       timeCache         // formats record times
 	pend        batch             // appended, not yet taken by the flusher
 	durable     uint64            // highest seq written and synced
+	syncTo      uint64            // Sync waits for this record: sync until durable
 	since       int               // records since the last checkpoint
 	failed      error             // non-nil: unavailable (wraps ErrUnavailable and cause)
 	cause       error             // why the last write failed
@@ -194,11 +207,19 @@ type Journal struct {
 	stopErr error // set by the flusher before done closes
 
 	// Owned by the flusher.
-	final    bool // stopping: write everything
-	w        writer
-	inflight batch // taken from pend, not yet all durable
-	infNext  int   // first line of inflight that is not durable
+	final      bool // stopping: write everything
+	w          writer
+	inflight   batch     // taken from pend, not yet all durable
+	infNext    int       // first line of inflight not written
+	infSynced  int       // first line of inflight not durable (<= infNext)
+	unsyncedAt time.Time // when the oldest line written but not synced was written
+	spare      batch     // swapped for pend, then added to inflight
+	syncT      *time.Timer
 }
+
+// maxUnsynced makes Batch sync at once when this many bytes are written
+// but not synced, whatever SyncInterval says.
+const maxUnsynced = 4 << 20
 
 // Open opens the journal in dir (creating it, mode 0750), recovers its tail
 // and starts its flusher. An incomplete last line (a write cut short by a
@@ -252,6 +273,7 @@ func open(dir string, opts Options, lock *os.File) (*Journal, error) {
 		changed: make(chan struct{}),
 		kick:    make(chan struct{}, 1),
 		flushT:  time.NewTimer(time.Hour),
+		syncT:   time.NewTimer(time.Hour),
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
 	}
@@ -265,10 +287,11 @@ func open(dir string, opts Options, lock *os.File) (*Journal, error) {
 			dirf.Close()
 			return nil, fmt.Errorf("audit: %w", err)
 		}
-		j.w.f, j.w.name, j.w.off, j.w.opened = f, tail.active, tail.size, tail.opened
+		j.w.f, j.w.name, j.w.off, j.w.end, j.w.opened = f, tail.active, tail.size, tail.size, tail.opened
 		j.activeFirst.Store(tail.activeFirst)
 	}
 	j.flushT.Stop()
+	j.syncT.Stop()
 	if tail.nextSeq > 1 && !tail.anchored {
 		j.since = 1 // a crash left records no checkpoint signs yet
 	}
@@ -575,6 +598,7 @@ func (j *Journal) waitDurable(ctx context.Context, seq uint64) error {
 func (j *Journal) Sync() error {
 	j.mu.Lock()
 	target := j.nextSeq - 1
+	j.syncTo = max(j.syncTo, target)
 	j.mu.Unlock()
 	signal(j.kick)
 	return j.waitDurable(context.Background(), target)
@@ -620,6 +644,7 @@ func (j *Journal) run() {
 			j.mu.Lock()
 			j.armed = false
 			j.mu.Unlock()
+		case <-j.syncT.C:
 		case <-retryT.C:
 		case <-cp.C:
 			j.mu.Lock()
@@ -634,6 +659,10 @@ func (j *Journal) run() {
 		if !j.flush() {
 			retryT.Reset(j.opts.RetryInterval)
 		}
+		j.syncT.Stop()
+		if j.infSynced < j.infNext {
+			j.syncT.Reset(j.unsyncedAt.Add(j.opts.SyncInterval).Sub(j.opts.Now()))
+		}
 	}
 }
 
@@ -643,7 +672,7 @@ func (j *Journal) stop() {
 	j.flush()
 	j.mu.Lock()
 	var errs []error
-	if lost := len(j.pend.refs) + len(j.inflight.refs) - j.infNext; lost > 0 {
+	if lost := len(j.pend.refs) + len(j.inflight.refs) - j.infSynced; lost > 0 {
 		cause := j.cause
 		if cause == nil {
 			cause = errors.New("no write succeeded")
@@ -659,44 +688,58 @@ func (j *Journal) stop() {
 	j.mu.Unlock()
 }
 
-// flush writes what is pending and reports whether it succeeded. Strict
-// (and a final flush) loops until nothing is pending, so appends made during
-// a sync share the next one; Batch writes again at once only when
-// FlushRecords more are pending, else within FlushInterval.
+// flush writes what is pending, syncs when that is due, and reports
+// whether it succeeded. Strict (and a final flush) loops until nothing is
+// pending and all is synced, so appends made during a sync share the next
+// one; Batch writes again at once only when FlushRecords more are pending,
+// else within FlushInterval, and syncs what it wrote within SyncInterval
+// (at once when Sync waits). Lines written but not synced stay in inflight
+// until they are: a failed sync truncates them away and writes them again.
 func (j *Journal) flush() bool {
 	for {
-		if j.infNext == len(j.inflight.refs) {
-			j.inflight.reset()
-			j.infNext = 0
-			j.mu.Lock()
-			j.pend, j.inflight = j.inflight, j.pend
-			j.armed = false
-			if len(j.inflight.refs) == 0 {
-				// Nothing to write. A failure always leaves lines
-				// behind, so this does not happen while failed; if
-				// it did, count the attempt so nobody waits on it.
-				if j.failed != nil {
-					j.attempts++
-					j.failed = nil
-					j.broadcastLocked()
-				}
-				j.mu.Unlock()
-				return true
-			}
-			j.mu.Unlock()
-		}
 		now := j.opts.Now()
 		j.mu.Lock()
+		if j.infNext == len(j.inflight.refs) && len(j.pend.refs) > 0 {
+			j.pend, j.spare = j.spare, j.pend
+			j.armed = false
+		}
+		syncWanted := j.syncTo > j.durable // all it needs is in inflight now
 		j.lastAttempt = now
 		j.mu.Unlock()
+		if len(j.spare.refs) > 0 {
+			j.take(&j.spare)
+		}
+		unsynced := j.inflight.refs[j.infSynced:j.infNext]
+		sync := j.opts.Durability == Strict || j.final || syncWanted ||
+			len(unsynced) > 0 && (now.Sub(j.unsyncedAt) >= j.opts.SyncInterval ||
+				j.inflight.refs[j.infNext-1].end-j.inflight.refs[j.infSynced].start >= maxUnsynced)
+		if j.infNext == len(j.inflight.refs) && (len(unsynced) == 0 || !sync) {
+			// Nothing to write or sync. A failure always leaves lines
+			// behind, so this does not happen while failed; if it did,
+			// count the attempt so nobody waits on it.
+			j.mu.Lock()
+			if j.failed != nil {
+				j.attempts++
+				j.failed = nil
+				j.broadcastLocked()
+			}
+			j.mu.Unlock()
+			return true
+		}
+		written, synced, err := j.w.write(&j.inflight, j.infNext, j.infSynced, now, sync)
 
-		durable, next, err := j.w.write(&j.inflight, j.infNext, now)
-
+		if j.infSynced == j.infNext && written > j.infNext {
+			j.unsyncedAt = now
+		}
+		j.infNext, j.infSynced = written, synced
 		j.mu.Lock()
 		j.attempts++
-		j.infNext = next
-		if durable > j.durable {
-			j.durable = durable
+		if synced > 0 {
+			j.durable = max(j.durable, j.inflight.refs[synced-1].seq)
+		}
+		if j.infSynced == len(j.inflight.refs) {
+			j.inflight.reset()
+			j.infNext, j.infSynced = 0, 0
 		}
 		if err != nil {
 			if j.failed == nil {
@@ -719,12 +762,29 @@ func (j *Journal) flush() bool {
 			j.failed = nil
 		}
 		j.broadcastLocked()
-		pending := len(j.pend.refs)
-		if j.opts.Durability == Batch && !j.final && pending < j.opts.FlushRecords {
+		if j.opts.Durability == Batch && !j.final && j.syncTo <= j.durable && len(j.pend.refs) < j.opts.FlushRecords {
 			j.armLocked()
 			j.mu.Unlock()
 			return true
 		}
+		done := len(j.pend.refs) == 0 && j.infSynced == len(j.inflight.refs)
 		j.mu.Unlock()
+		if done {
+			return true
+		}
 	}
+}
+
+// take moves b's lines to the end of inflight and empties b.
+func (j *Journal) take(b *batch) {
+	if len(j.inflight.refs) == 0 {
+		j.inflight, *b = *b, j.inflight
+		return
+	}
+	shift := len(j.inflight.buf)
+	j.inflight.buf = append(j.inflight.buf, b.buf...)
+	for _, r := range b.refs {
+		j.inflight.refs = append(j.inflight.refs, lineRef{seq: r.seq, start: r.start + shift, end: r.end + shift})
+	}
+	b.reset()
 }

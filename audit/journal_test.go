@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/base64"
@@ -11,6 +12,8 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -433,5 +436,172 @@ func TestBatchWindow(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 		time.Sleep(time.Duration(round%3) * window / 2)
+	}
+}
+
+// countSyncs counts the journal's syncs of segment data until the test
+// ends; fail, when it returns an error, makes that sync fail instead.
+func countSyncs(t *testing.T, fail func() error) *atomic.Int64 {
+	var n atomic.Int64
+	syncFile = func(f *os.File) error {
+		n.Add(1)
+		if fail != nil {
+			if err := fail(); err != nil {
+				return err
+			}
+		}
+		return fdatasync(f)
+	}
+	t.Cleanup(func() { syncFile = fdatasync })
+	return &n
+}
+
+// segmentBytes returns the journal's segment files, concatenated.
+func segmentBytes(t *testing.T, dir string) []byte {
+	t.Helper()
+	segs, err := listSegments(os.DirFS(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all []byte
+	for _, s := range segs {
+		b, err := os.ReadFile(filepath.Join(dir, s.name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, b...)
+	}
+	return all
+}
+
+// TestBatchWritesBeforeSync: in batch mode a record reaches the segment
+// file within FlushInterval (a crash of the process cannot lose it) and is
+// synced within SyncInterval with nothing else to push it out; the syncs
+// follow SyncInterval, not the writes.
+func TestBatchWritesBeforeSync(t *testing.T) {
+	syncs := countSyncs(t, nil)
+	const syncEvery = 2 * time.Second
+	dir := t.TempDir()
+	j := mustOpen(t, dir, Options{
+		PrivateKey: newKey(t), FlushInterval: time.Millisecond, SyncInterval: syncEvery,
+		CheckpointEvery: time.Hour, CheckpointRecords: -1,
+	})
+	defer j.Close()
+	start := time.Now()
+	seq := mustAppend(t, j, TypeStatement, map[string]string{"sql": "SELECT 'written-before-synced'"})
+	for !bytes.Contains(segmentBytes(t, dir), []byte("written-before-synced")) {
+		if time.Since(start) > waitLimit {
+			t.Fatalf("record %d not in the segment file after %v", seq, waitLimit)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if st := j.Status(); st.Durable >= seq && time.Since(start) < syncEvery {
+		t.Fatalf("record %d durable %v after its append, sync interval %v", seq, time.Since(start), syncEvery)
+	}
+	for j.Status().Durable < seq {
+		if time.Since(start) > waitLimit+syncEvery {
+			t.Fatalf("record %d written but not synced after %v", seq, time.Since(start))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if took := time.Since(start); took < syncEvery {
+		t.Errorf("record %d synced after %v, before the sync interval %v", seq, took, syncEvery)
+	}
+
+	mustClose(t, j)
+	mustVerify(t, dir, j.PublicKey())
+
+	// A stream of records: written every millisecond, synced every 100.
+	dir = t.TempDir()
+	j = mustOpen(t, dir, Options{
+		PrivateKey: newKey(t), FlushInterval: time.Millisecond, SyncInterval: 100 * time.Millisecond,
+		CheckpointEvery: time.Hour, CheckpointRecords: -1,
+	})
+	syncs.Store(0)
+	const stream = time.Second
+	for begin := time.Now(); time.Since(begin) < stream; time.Sleep(time.Millisecond) {
+		mustAppend(t, j, TypeStatement, benchData)
+	}
+	if n := syncs.Load(); n > int64(stream/(100*time.Millisecond))+3 {
+		t.Errorf("%d syncs while appending for %v with a 100ms sync interval", n, stream)
+	}
+	if err := j.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	mustClose(t, j)
+	mustVerify(t, dir, j.PublicKey())
+}
+
+// TestBatchSyncFailureRewrites: records written but not yet synced when a
+// sync fails are truncated away and written again once the journal
+// recovers; none is lost or duplicated, and an outage record says what
+// happened.
+func TestBatchSyncFailureRewrites(t *testing.T) {
+	var failing atomic.Bool
+	countSyncs(t, func() error {
+		if failing.Load() {
+			return syscall.EIO
+		}
+		return nil
+	})
+	dir := t.TempDir()
+	j := mustOpen(t, dir, Options{
+		PrivateKey: newKey(t), FlushInterval: time.Millisecond, SyncInterval: time.Hour,
+		RetryInterval: 20 * time.Millisecond, CheckpointEvery: time.Hour, CheckpointRecords: -1,
+	})
+	defer j.Close()
+	var seqs []uint64
+	for i := range 10 {
+		seqs = append(seqs, mustAppend(t, j, TypeStatement, map[string]int{"i": i}))
+	}
+	if err := j.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 10; i < 20; i++ {
+		seqs = append(seqs, mustAppend(t, j, TypeStatement, map[string]int{"i": i}))
+	}
+	// Wait until the second ten are written, unsynced.
+	deadline := time.Now().Add(waitLimit)
+	for bytes.Count(segmentBytes(t, dir), []byte("\n")) < 20 {
+		if time.Now().After(deadline) {
+			t.Fatal("records not written")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	failing.Store(true)
+	if err := j.Sync(); !errors.Is(err, ErrUnavailable) || !errors.Is(err, syscall.EIO) {
+		t.Fatalf("Sync with a failing disk: %v, want ErrUnavailable wrapping EIO", err)
+	}
+	if n := bytes.Count(segmentBytes(t, dir), []byte("\n")); n != 10 {
+		t.Fatalf("after the failed sync the segment holds %d lines, want the 10 synced ones", n)
+	}
+	failing.Store(false)
+	for {
+		seq, err := j.Append(context.Background(), TypeStatement, map[string]int{"i": len(seqs)})
+		if err == nil {
+			seqs = append(seqs, seq)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("appends did not resume: %v", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	mustClose(t, j)
+	mustVerify(t, dir, j.PublicKey())
+	var got []int
+	for _, r := range readAll(t, dir, Filter{Types: []string{TypeStatement}}) {
+		got = append(got, decode[map[string]int](t, r.Data)["i"])
+	}
+	for i := range got {
+		if got[i] != i {
+			t.Fatalf("statements after the outage: %v, want 0..%d in order", got, len(seqs)-1)
+		}
+	}
+	if len(got) != len(seqs) {
+		t.Fatalf("%d statements on disk, %d accepted", len(got), len(seqs))
+	}
+	if notes := recordsOfType(readAll(t, dir, Filter{}), TypeRecovery); len(notes) != 1 || !strings.Contains(decode[Recovery](t, notes[0].Data).Error, "input/output error") {
+		t.Errorf("recovery records: %+v", notes)
 	}
 }

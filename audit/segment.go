@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // maxLineBytes bounds a record line that readers accept.
@@ -132,34 +134,46 @@ type writer struct {
 	f      *os.File // the active segment, nil before the first write
 	name   string
 	off    int64     // bytes of f that are written and synced
+	end    int64     // bytes of f that are written (off <= end)
 	opened time.Time // when the active segment got its first record
 	dirty  bool      // f may hold bytes past off: truncate before writing
 }
 
 // write writes b's lines from index from on, rotating segments as needed,
-// syncing each chunk. It returns the seq of the last line that is durable
-// (0 if none) and the index of the first line that is not; on error
-// nothing past the last durable line is left in the file (or dirty is set
-// to remove it before the next write).
-func (w *writer) write(b *batch, from int, now time.Time) (durable uint64, next int, err error) {
+// and syncs them when sync is set. Lines synced and written before from
+// are b's lines from index synced on, all in the active segment; a segment
+// is synced before the next one is created. It returns the index of the
+// first line not written and of the first line not synced. On error
+// nothing past the last synced line is left in the file (or dirty is set
+// to remove it before the next write), and both indexes are that of the
+// first line not synced: the caller writes the rest again.
+func (w *writer) write(b *batch, from, synced int, now time.Time, sync bool) (written, durable int, err error) {
+	fail := func(err error) (int, int, error) {
+		w.undo()
+		return synced, synced, err
+	}
 	i := from
 	for i < len(b.refs) {
-		if w.f != nil && w.off > 0 && w.rotateDue(b.refs[i].len(), now) {
+		if w.f != nil && w.end > 0 && w.rotateDue(b.refs[i].len(), now) {
+			if err := w.sync(); err != nil {
+				return fail(err)
+			}
+			synced = i
 			w.f.Close() // all of it is synced: nothing to lose
 			w.f = nil
 		}
 		if w.f == nil {
 			if err := w.create(b.refs[i].seq, now); err != nil {
-				return durable, i, err
+				return synced, synced, err
 			}
 		}
 		if w.dirty {
 			if err := w.f.Truncate(w.off); err != nil {
-				return durable, i, fmt.Errorf("truncate %s: %w", w.name, err)
+				return synced, synced, fmt.Errorf("truncate %s: %w", w.name, err)
 			}
 			w.dirty = false
 		}
-		k, size := i, w.off
+		k, size := i, w.end
 		for k < len(b.refs) {
 			n := int64(b.refs[k].len())
 			if size > 0 && size+n > w.segBytes {
@@ -169,27 +183,44 @@ func (w *writer) write(b *batch, from int, now time.Time) (durable uint64, next 
 			k++
 		}
 		chunk := b.buf[b.refs[i].start:b.refs[k-1].end]
-		if _, err := w.f.WriteAt(chunk, w.off); err != nil {
-			w.undo()
-			return durable, i, fmt.Errorf("write %s: %w", w.name, err)
+		if err := reserve(w.f, w.end, len(chunk)); err != nil {
+			return fail(fmt.Errorf("write %s: %w", w.name, err))
 		}
-		if err := fdatasync(w.f); err != nil {
-			w.undo()
-			return durable, i, fmt.Errorf("sync %s: %w", w.name, err)
+		if _, err := w.f.WriteAt(chunk, w.end); err != nil {
+			return fail(fmt.Errorf("write %s: %w", w.name, err))
 		}
-		w.off += int64(len(chunk))
-		durable, i = b.refs[k-1].seq, k
+		w.end += int64(len(chunk))
+		i = k
 	}
-	return durable, i, nil
+	if sync {
+		if err := w.sync(); err != nil {
+			return fail(err)
+		}
+		synced = i
+	}
+	return i, synced, nil
+}
+
+// sync makes what was written to the active segment durable.
+func (w *writer) sync() error {
+	if w.f == nil || w.end == w.off {
+		return nil
+	}
+	if err := syncFile(w.f); err != nil {
+		return fmt.Errorf("sync %s: %w", w.name, err)
+	}
+	w.off = w.end
+	return nil
 }
 
 func (w *writer) rotateDue(n int, now time.Time) bool {
-	return w.off+int64(n) > w.segBytes || w.segAge > 0 && now.Sub(w.opened) >= w.segAge
+	return w.end+int64(n) > w.segBytes || w.segAge > 0 && now.Sub(w.opened) >= w.segAge
 }
 
-// undo removes what a failed write may have left past the durable offset.
+// undo removes what was written past the synced offset.
 func (w *writer) undo() {
 	w.dirty = w.f.Truncate(w.off) != nil
+	w.end = w.off
 }
 
 // create opens the segment whose first record is seq. A file of that name
@@ -214,7 +245,7 @@ func (w *writer) create(seq uint64, now time.Time) error {
 		f.Close()
 		return fmt.Errorf("sync %s: %w", w.dir, err)
 	}
-	w.f, w.name, w.off, w.opened, w.dirty = f, name, 0, now, false
+	w.f, w.name, w.off, w.end, w.opened, w.dirty = f, name, 0, 0, now, false
 	if w.onCreate != nil {
 		w.onCreate(seq)
 	}
@@ -230,6 +261,37 @@ func (w *writer) close() error {
 	errs = append(errs, w.dirf.Close())
 	return errors.Join(errs...)
 }
+
+// reserve allocates the blocks a write of n bytes at off needs, so that a
+// full disk fails the write before any of it lands: readers (Follow, the
+// sinks, an auditor copying the directory) never see a partial record,
+// not even while a failed write is being undone. File systems without
+// fallocate just write.
+func reserve(f *os.File, off int64, n int) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) {
+		for {
+			ferr = unix.Fallocate(int(fd), unix.FALLOC_FL_KEEP_SIZE, off, int64(n))
+			if ferr != unix.EINTR {
+				return
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	if errors.Is(ferr, unix.EOPNOTSUPP) || errors.Is(ferr, unix.ENOSYS) {
+		return nil
+	}
+	return ferr
+}
+
+// syncFile makes a segment's written bytes durable; tests replace it to
+// make a sync fail, which a real disk does too rarely to test.
+var syncFile = fdatasync
 
 func fdatasync(f *os.File) error {
 	rc, err := f.SyscallConn()

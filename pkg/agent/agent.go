@@ -103,8 +103,10 @@ func New(cfgPath string, log *zap.Logger) (*Agent, error) {
 	// The journal first: everything after, the policy load included, is
 	// evidence.
 	a.journal, err = audit.Open(cfg.Audit.Dir, audit.Options{
-		Durability: audit.Durability(cfg.Audit.Durability),
-		KeyDir:     filepath.Join(cfg.StateDir, "keys"),
+		Durability:    audit.Durability(cfg.Audit.Durability),
+		FlushInterval: cfg.Audit.FlushInterval,
+		SyncInterval:  cfg.Audit.SyncInterval,
+		KeyDir:        filepath.Join(cfg.StateDir, "keys"),
 	})
 	if err != nil {
 		return nil, cfg.KeyError("audit.dir", err)

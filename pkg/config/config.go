@@ -38,6 +38,8 @@ const (
 	DefaultMark          = 0x70670001
 	DefaultPolicyDir     = "/etc/tollgate/policy"
 	DefaultDurability    = DurabilityBatch
+	DefaultFlushInterval = 5 * time.Millisecond
+	DefaultSyncInterval  = 50 * time.Millisecond
 	DefaultShutdownGrace = 10 * time.Second
 	DefaultTLSMode       = TLSDisable
 
@@ -182,6 +184,14 @@ type Audit struct {
 	Dir string `yaml:"dir"`
 	// Durability is batch (default) or strict.
 	Durability string `yaml:"durability"`
+	// FlushInterval (batch) is how long a record waits in memory at most
+	// before it is written to its segment file: what a crash of the agent
+	// can lose. Default 5ms.
+	FlushInterval time.Duration `yaml:"flush_interval"`
+	// SyncInterval (batch) is how long a written record waits at most
+	// before it is synced to disk: what a crash of the machine can lose.
+	// Default 50ms; at least FlushInterval.
+	SyncInterval time.Duration `yaml:"sync_interval"`
 	// Retention removes whole old segments. Default: keep everything.
 	Retention Retention `yaml:"retention"`
 	// Sinks ship the journal elsewhere as well. Default: none.

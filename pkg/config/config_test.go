@@ -179,7 +179,7 @@ func TestParseFull(t *testing.T) {
 			t.Errorf("targets[%d]:\ngot  %#v\nwant %#v", i, got, want)
 		}
 	}
-	if got, want := c.Audit, (Audit{Dir: "/var/lib/tollgate/audit", Durability: DurabilityBatch}); !reflect.DeepEqual(got, want) {
+	if got, want := c.Audit, (Audit{Dir: "/var/lib/tollgate/audit", Durability: DurabilityBatch, FlushInterval: DefaultFlushInterval, SyncInterval: DefaultSyncInterval}); !reflect.DeepEqual(got, want) {
 		t.Errorf("got audit %+v; want %+v", got, want)
 	}
 	if got, want := c.Line("targets[1].tls.ca_file"), 57; got != want {
@@ -217,7 +217,7 @@ func TestDefaults(t *testing.T) {
 				BPF:           BPF{Cgroup: "/", PinDir: "/sys/fs/bpf/tollgate", OnAgentDown: "fail-closed"},
 				Proxy:         Proxy{Port: 15001, LinkLocal: "169.254.77.1", Mark: 0x70670001},
 				Policy:        Policy{Dir: "/etc/tollgate/policy"},
-				Audit:         Audit{Dir: "/var/lib/tollgate/audit", Durability: "batch"},
+				Audit:         Audit{Dir: "/var/lib/tollgate/audit", Durability: "batch", FlushInterval: 5 * time.Millisecond, SyncInterval: 50 * time.Millisecond},
 				Approvals: Approvals{
 					Timeout: 10 * time.Minute,
 					Webhook: Webhook{Timeout: 5 * time.Second, MaxAttempts: 5, Backoff: time.Second},
@@ -311,6 +311,9 @@ var errorTests = []struct {
 	{"policy.dir relative", "policy:\n  dir: policy\n", `tollgate.yaml:2: policy.dir: "policy" is not an absolute path`},
 	{"audit.dir relative", "audit:\n  dir: audit\n", `tollgate.yaml:2: audit.dir: "audit" is not an absolute path`},
 	{"durability", "audit:\n  durability: always\n", `tollgate.yaml:2: audit.durability: "always" is not one of batch, strict`},
+	{"sync_interval below flush_interval", "audit:\n  flush_interval: 20ms\n  sync_interval: 10ms\n",
+		"tollgate.yaml:3: audit.sync_interval: 10ms is shorter than flush_interval 20ms: a record is synced after it is written"},
+	{"flush_interval negative", "audit:\n  flush_interval: -5ms\n", "tollgate.yaml:2: audit.flush_interval: -5ms is negative"},
 
 	// identities
 	{"identity name empty", "identities:\n  - owner: x\n    match: {uid: 0}\n", "tollgate.yaml:2: identities[0].name: an identity needs a name"},

@@ -189,13 +189,20 @@ func (p *Policy) validate(v *checker, key string) {
 	checkAbs(v, key+".dir", p.Dir)
 }
 
-// SetDefaults sets Dir to <stateDir>/audit and Durability to batch when empty.
+// SetDefaults sets Dir to <stateDir>/audit, Durability to batch and the
+// batch intervals to 5ms (flush) and 50ms (sync) when unset.
 func (a *Audit) SetDefaults(stateDir string) {
 	if a.Dir == "" && stateDir != "" {
 		a.Dir = filepath.Join(stateDir, "audit")
 	}
 	if a.Durability == "" {
 		a.Durability = DefaultDurability
+	}
+	if a.FlushInterval == 0 {
+		a.FlushInterval = DefaultFlushInterval
+	}
+	if a.SyncInterval == 0 {
+		a.SyncInterval = DefaultSyncInterval
 	}
 }
 
@@ -204,6 +211,15 @@ func (a *Audit) validate(v *checker, key string, skipDir bool) {
 		checkAbs(v, key+".dir", a.Dir)
 	}
 	checkOneOf(v, key+".durability", a.Durability, DurabilityBatch, DurabilityStrict)
+	if a.FlushInterval < 0 {
+		v.errorf(key+".flush_interval", "%v is negative", a.FlushInterval)
+	}
+	switch {
+	case a.SyncInterval < 0:
+		v.errorf(key+".sync_interval", "%v is negative", a.SyncInterval)
+	case a.SyncInterval > 0 && a.SyncInterval < a.FlushInterval:
+		v.errorf(key+".sync_interval", "%v is shorter than flush_interval %v: a record is synced after it is written", a.SyncInterval, a.FlushInterval)
+	}
 	if a.Retention.MaxAge < 0 {
 		v.errorf(key+".retention.max_age", "is negative")
 	}

@@ -42,6 +42,7 @@ func main() {
 	maskRows := flag.Int("mask-rows", 1000000, "rows read for the masking measurement")
 	seconds := flag.Int("seconds", 10, "pgbench run length for each path and mode")
 	baseline := flag.String("baseline", "", "pg suite: also measure this agent binary (say, a build of main) side by side with bin/tollgate")
+	perfDir := flag.String("perf", "", "pg suite: instead of the comparison, record the agent with perf (one tollgate run per mode) into this directory")
 	flag.Parse()
 	if *client {
 		runClient(*target, *direct, *dials, *mib)
@@ -52,7 +53,7 @@ func main() {
 		err = run(*dials, *mib, *idle)
 	}
 	if err == nil && (*suite == "pg" || *suite == "all") {
-		err = runPG(*seconds, *baseline)
+		err = runPG(*seconds, *baseline, *perfDir)
 	}
 	if err == nil && (*suite == "mask" || *suite == "all") {
 		err = runMask(*maskRows)

@@ -39,7 +39,7 @@ type tpsRun struct {
 // runPG compares pgbench -S through three paths in one run: straight to
 // PostgreSQL, through PgBouncer (session pooling), and through tollgate
 // (eBPF redirect + the PostgreSQL engine parsing and judging every statement).
-func runPG(seconds int, baselineBin string) error {
+func runPG(seconds int, baselineBin, perfDir string) error {
 	work, err := os.MkdirTemp("", "tollgate-pgbench")
 	if err != nil {
 		return err
@@ -70,7 +70,11 @@ func runPG(seconds int, baselineBin string) error {
     credentials: {username: bench, password_file: %s}
 `, addr, pgPort, secret)
 	}
-	g, err := startGoverned("pg", targets("127.77.0.51:5432"))
+	// The same server behind the plain TCP relay too: the floor of the
+	// agent's data path, without the PostgreSQL engine.
+	rawTarget := fmt.Sprintf(`  - {name: bench-tcp, protocol: tcp, address: "127.77.0.61:5432", upstream: "127.0.0.1:%d"}
+`, pgPort)
+	g, err := startGoverned("pg", targets("127.77.0.51:5432")+rawTarget)
 	if err != nil {
 		return err
 	}
@@ -115,6 +119,12 @@ func runPG(seconds int, baselineBin string) error {
 	}
 	if err := pgbench(g, work, paths[0].host, paths[0].port, password, "-i", "-s", "10", "-q"); err != nil {
 		return err
+	}
+	if perfDir != "" {
+		if err := perfAgent(perfDir, "tollgate", g, work, paths[2].host, paths[2].port, password, paths[2].pid, seconds); err != nil {
+			return err
+		}
+		return perfAgent(perfDir, "noaudit", gn, work, paths[3].host, paths[3].port, password, paths[3].pid, seconds)
 	}
 	// The example policy (deploy/policies) against allow-all, on the same
 	// agent, alternating, twice.
@@ -201,6 +211,47 @@ func runPG(seconds int, baselineBin string) error {
 		}
 		fmt.Printf("%-10s audit journal on vs off (benchnoaudit build): %.0f vs %.0f TPS, %.2fx (agent CPU/tx %s vs %s)\n",
 			mode, on.tps, off.tps, on.tps/off.tps, perTx(on.cpu, on.txs), perTx(off.cpu, off.txs))
+	}
+	return nil
+}
+
+// perfAgent records the agent with perf during one pgbench TPS run per
+// mode and prints where its time went, for work on the hot path.
+func perfAgent(dir, name string, g *governed, work, host, port, password string, pid, seconds int) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, mode := range []string{"simple", "prepared"} {
+		if name != "tollgate" {
+			break
+		}
+		before := sampleProc(pid)
+		run, err := pgbenchTPS(g, work, "127.77.0.61", "5432", password, mode, 8, seconds)
+		if err != nil {
+			return err
+		}
+		used := sampleProc(pid).sub(before)
+		fmt.Printf("%-9s tcp relay %.0f TPS, agent CPU/tx %s, read+write/tx %.2f\n",
+			mode, run.tps, perTx(used.cpu, run.txs), float64(used.syscalls)/float64(run.txs))
+	}
+	for _, mode := range []string{"simple", "prepared"} {
+		data := filepath.Join(dir, name+"-"+mode+".data")
+		rec := exec.Command("perf", "record", "-F", "4999", "-g", "-p", strconv.Itoa(pid), "-o", data)
+		rec.Stderr = os.Stderr
+		if err := rec.Start(); err != nil {
+			return fmt.Errorf("perf record: %w", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+		before := sampleProc(pid)
+		run, err := pgbenchTPS(g, work, host, port, password, mode, 8, seconds)
+		used := sampleProc(pid).sub(before)
+		rec.Process.Signal(os.Interrupt)
+		rec.Wait()
+		if err != nil {
+			return err
+		}
+		fmt.Printf("%-9s %s %.0f TPS, agent CPU/tx %s, read+write/tx %.2f; perf report -i %s\n",
+			mode, name, run.tps, perTx(used.cpu, run.txs), float64(used.syscalls)/float64(run.txs), data)
 	}
 	return nil
 }
