@@ -605,3 +605,31 @@ func TestBatchSyncFailureRewrites(t *testing.T) {
 		t.Errorf("recovery records: %+v", notes)
 	}
 }
+
+// TestReservationGivenBack: the writer reserves blocks ahead of its writes
+// (so a full disk fails a write before any of it lands); rotated and
+// closed segments hold no more blocks than their bytes need.
+func TestReservationGivenBack(t *testing.T) {
+	dir := t.TempDir()
+	j := mustOpen(t, dir, Options{PrivateKey: newKey(t), SegmentBytes: 64 << 10, FlushInterval: time.Millisecond})
+	for range 600 {
+		mustAppend(t, j, TypeStatement, benchData)
+	}
+	mustClose(t, j)
+	segs, err := listSegments(os.DirFS(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(segs) < 3 {
+		t.Fatalf("%d segments, want several", len(segs))
+	}
+	for _, s := range segs {
+		var st syscall.Stat_t
+		if err := syscall.Stat(filepath.Join(dir, s.name), &st); err != nil {
+			t.Fatal(err)
+		}
+		if held, need := st.Blocks*512, (st.Size+4095)/4096*4096; held > need {
+			t.Errorf("%s: %d bytes hold %d bytes of blocks, want at most %d", s.name, st.Size, held, need)
+		}
+	}
+}

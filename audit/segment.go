@@ -135,6 +135,9 @@ type writer struct {
 	name   string
 	off    int64     // bytes of f that are written and synced
 	end    int64     // bytes of f that are written (off <= end)
+	// reserved: blocks up to here are allocated (fallocate), so writes
+	// below it cannot fail for want of space.
+	reserved int64
 	opened time.Time // when the active segment got its first record
 	dirty  bool      // f may hold bytes past off: truncate before writing
 }
@@ -159,7 +162,8 @@ func (w *writer) write(b *batch, from, synced int, now time.Time, sync bool) (wr
 				return fail(err)
 			}
 			synced = i
-			w.f.Close() // all of it is synced: nothing to lose
+			w.f.Truncate(w.end) // gives back blocks reserved past the end
+			w.f.Close()         // all of it is synced: nothing to lose
 			w.f = nil
 		}
 		if w.f == nil {
@@ -183,8 +187,19 @@ func (w *writer) write(b *batch, from, synced int, now time.Time, sync bool) (wr
 			k++
 		}
 		chunk := b.buf[b.refs[i].start:b.refs[k-1].end]
-		if err := reserve(w.f, w.end, len(chunk)); err != nil {
-			return fail(fmt.Errorf("write %s: %w", w.name, err))
+		if end := w.end + int64(len(chunk)); end > w.reserved {
+			// Reserve ahead, so that most writes need no fallocate;
+			// on a nearly full disk, just what this write needs.
+			ahead := max(end, min(w.end+reserveAhead, w.segBytes))
+			err := reserve(w.f, w.end, ahead-w.end)
+			if err != nil && ahead > end {
+				ahead = end
+				err = reserve(w.f, w.end, ahead-w.end)
+			}
+			if err != nil {
+				return fail(fmt.Errorf("write %s: %w", w.name, err))
+			}
+			w.reserved = ahead
 		}
 		if _, err := w.f.WriteAt(chunk, w.end); err != nil {
 			return fail(fmt.Errorf("write %s: %w", w.name, err))
@@ -220,7 +235,7 @@ func (w *writer) rotateDue(n int, now time.Time) bool {
 // undo removes what was written past the synced offset.
 func (w *writer) undo() {
 	w.dirty = w.f.Truncate(w.off) != nil
-	w.end = w.off
+	w.end, w.reserved = w.off, w.off
 }
 
 // create opens the segment whose first record is seq. A file of that name
@@ -245,7 +260,7 @@ func (w *writer) create(seq uint64, now time.Time) error {
 		f.Close()
 		return fmt.Errorf("sync %s: %w", w.dir, err)
 	}
-	w.f, w.name, w.off, w.end, w.opened, w.dirty = f, name, 0, 0, now, false
+	w.f, w.name, w.off, w.end, w.reserved, w.opened, w.dirty = f, name, 0, 0, 0, now, false
 	if w.onCreate != nil {
 		w.onCreate(seq)
 	}
@@ -255,6 +270,7 @@ func (w *writer) create(seq uint64, now time.Time) error {
 func (w *writer) close() error {
 	var errs []error
 	if w.f != nil {
+		w.f.Truncate(w.end) // gives back blocks reserved past the end
 		errs = append(errs, w.f.Close())
 		w.f = nil
 	}
@@ -262,12 +278,15 @@ func (w *writer) close() error {
 	return errors.Join(errs...)
 }
 
+// reserveAhead is how far past a write the writer reserves blocks.
+const reserveAhead = 1 << 20
+
 // reserve allocates the blocks a write of n bytes at off needs, so that a
 // full disk fails the write before any of it lands: readers (Follow, the
 // sinks, an auditor copying the directory) never see a partial record,
 // not even while a failed write is being undone. File systems without
 // fallocate just write.
-func reserve(f *os.File, off int64, n int) error {
+func reserve(f *os.File, off, n int64) error {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return err
@@ -275,7 +294,7 @@ func reserve(f *os.File, off int64, n int) error {
 	var ferr error
 	if err := rc.Control(func(fd uintptr) {
 		for {
-			ferr = unix.Fallocate(int(fd), unix.FALLOC_FL_KEEP_SIZE, off, int64(n))
+			ferr = unix.Fallocate(int(fd), unix.FALLOC_FL_KEEP_SIZE, off, n)
 			if ferr != unix.EINTR {
 				return
 			}
