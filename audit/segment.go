@@ -131,15 +131,15 @@ type writer struct {
 	segAge   time.Duration
 	onCreate func(first uint64)
 
-	f      *os.File // the active segment, nil before the first write
-	name   string
-	off    int64     // bytes of f that are written and synced
-	end    int64     // bytes of f that are written (off <= end)
+	f    *os.File // the active segment, nil before the first write
+	name string
+	off  int64 // bytes of f that are written and synced
+	end  int64 // bytes of f that are written (off <= end)
 	// reserved: blocks up to here are allocated (fallocate), so writes
 	// below it cannot fail for want of space.
 	reserved int64
-	opened time.Time // when the active segment got its first record
-	dirty  bool      // f may hold bytes past off: truncate before writing
+	opened   time.Time // when the active segment got its first record
+	dirty    bool      // f may hold bytes past off: truncate before writing
 }
 
 // write writes b's lines from index from on, rotating segments as needed,
