@@ -156,12 +156,21 @@ func newRelay(e *engine, s *l7.Session, state *sessionState, st *clientStartup, 
 	}
 	r.txStatus.Store(uint32(up.txStatus))
 	r.cancel = cancelTargetOf(up.key)
-	r.uw = &msgWriter{w: up.conn, n: &s.BytesIn}
-	r.cw = &msgWriter{w: st.conn, n: &s.BytesOut}
-	r.clientIn = &flushReader{r: st.r, w: r.uw, stamp: e.idleTimeout > 0}
+	// Plain TCP (no TLS) is read and written with raw system calls.
+	var clientR, upR io.Reader = st.r, up.conn
+	var clientW, upW io.Writer = st.conn, up.conn
+	if raw, ok := newRawSocket(st.conn); ok {
+		clientR, clientW = &bufferedRaw{b: st.r, raw: raw}, raw
+	}
+	if raw, ok := newRawSocket(up.conn); ok {
+		upR, upW = raw, raw
+	}
+	r.uw = &msgWriter{w: upW, n: &s.BytesIn}
+	r.cw = &msgWriter{w: clientW, n: &s.BytesOut}
+	r.clientIn = &flushReader{r: clientR, w: r.uw, stamp: e.idleTimeout > 0}
 	r.cr = newMsgReader(r.clientIn, e.maxMessage)
 	r.cr.known = isFrontendType
-	r.ur = newMsgReader(&flushReader{r: up.conn, w: r.cw}, 0)
+	r.ur = newMsgReader(&flushReader{r: upR, w: r.cw}, 0)
 	return r
 }
 

@@ -1,0 +1,119 @@
+package postgres
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"unsafe"
+)
+
+// rawSocket reads and writes a plain TCP connection with raw system calls,
+// for the relay's hot path. The socket is non-blocking, so a read or write
+// returns at once (EAGAIN parks the goroutine in the netpoller, as
+// net.Conn does, deadlines included). What it saves is the runtime's
+// system-call bookkeeping: a goroutine in a plain system call leaves its P
+// for sysmon to retake, and on loopback a write runs the receiver's TCP
+// input and wake-up, which on a busy machine outlasts sysmon's 20 µs tick:
+// each such retake hands the P to another thread (a futex wake-up) and
+// resets sysmon's back-off, so it polls every 20 µs again
+// (docs/benchmarks.md).
+type rawSocket struct {
+	rc   syscall.RawConn
+	conn net.Conn // for errors' addresses
+}
+
+// newRawSocket returns a rawSocket for conn when it is a plain TCP
+// connection.
+func newRawSocket(conn net.Conn) (*rawSocket, bool) {
+	tc, ok := conn.(*net.TCPConn)
+	if !ok {
+		return nil, false
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil, false
+	}
+	return &rawSocket{rc: rc, conn: conn}, true
+}
+
+func (s *rawSocket) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	var n int
+	var errno syscall.Errno
+	err := s.rc.Read(func(fd uintptr) bool {
+		for {
+			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+			switch e {
+			case syscall.EINTR:
+				continue
+			case syscall.EAGAIN:
+				return false
+			}
+			n, errno = int(r), e
+			return true
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case errno != 0:
+		return 0, s.opError("read", errno)
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+func (s *rawSocket) Write(p []byte) (int, error) {
+	var n int
+	var errno syscall.Errno
+	err := s.rc.Write(func(fd uintptr) bool {
+		for n < len(p) {
+			r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[n])), uintptr(len(p)-n))
+			switch e {
+			case 0:
+				n += int(r)
+			case syscall.EINTR:
+			case syscall.EAGAIN:
+				return false
+			default:
+				errno = e
+				return true
+			}
+		}
+		return true
+	})
+	switch {
+	case err != nil:
+		return n, err
+	case errno != 0:
+		return n, s.opError("write", errno)
+	}
+	return n, nil
+}
+
+// opError wraps errno as net.Conn's methods do.
+func (s *rawSocket) opError(op string, errno syscall.Errno) error {
+	return &net.OpError{Op: op, Net: "tcp", Source: s.conn.LocalAddr(), Addr: s.conn.RemoteAddr(), Err: os.NewSyscallError(op, errno)}
+}
+
+// bufferedRaw reads what b holds first, then the raw socket: the client's
+// reader may hold bytes sent right after the startup message.
+type bufferedRaw struct {
+	b   *bufio.Reader
+	raw *rawSocket
+}
+
+func (r *bufferedRaw) Read(p []byte) (int, error) {
+	if r.b != nil {
+		if r.b.Buffered() > 0 {
+			return r.b.Read(p)
+		}
+		r.b = nil
+	}
+	return r.raw.Read(p)
+}
