@@ -30,52 +30,75 @@ var watchStarting func()
 // errClientGone ends a decision whose client went away.
 var errClientGone = errors.New("the client went away")
 
-// watchClient starts watching the client, after watchAfter, for as long
-// as the decision runs; stop ends the decision when the client is gone.
-// The returned func ends the watch; the client loop may read again once it
-// returned.
-func (r *relay) watchClient(stop context.CancelCauseFunc) (end func()) {
-	var (
-		mu              sync.Mutex
-		started, ending bool
-		done            = make(chan struct{})
-	)
-	t := time.AfterFunc(watchAfter, func() {
-		mu.Lock()
-		if ending {
-			mu.Unlock()
-			return
-		}
-		started = true
-		mu.Unlock()
-		defer close(done)
-		if watchStarting != nil {
-			watchStarting()
-		}
-		r.watch(stop)
-	})
-	return func() {
-		mu.Lock()
-		ending = true
-		s := started
-		mu.Unlock()
-		t.Stop()
-		if !s {
-			return
-		}
-		// A past deadline ends the watch's read (set again until it
-		// ends: nothing may clear it first); the client loop sets its
-		// own again before it reads.
-		for ended := false; !ended; {
-			r.client.SetReadDeadline(time.Unix(1, 0))
-			select {
-			case <-done:
-				ended = true
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-		r.client.SetReadDeadline(time.Time{})
+// clientWatch watches the client while a decision runs, after
+// watchAfter: one per relay, its timer reused from decision to decision, so
+// that a quick decision costs no allocation. A timer that fires late (its
+// decision ended) finds nothing to watch, or the next decision, which it
+// may watch early: never two watches at once.
+type clientWatch struct {
+	r *relay
+	t *time.Timer
+
+	mu      sync.Mutex
+	active  bool // a decision runs
+	started bool // its watch runs (done closes when it returns)
+	stop    context.CancelCauseFunc
+	done    chan struct{}
+}
+
+// begin watches the client, after watchAfter, until end; stop ends the
+// decision when the client is gone.
+func (w *clientWatch) begin(r *relay, stop context.CancelCauseFunc) {
+	if w.t == nil {
+		w.r = r
+		w.t = time.AfterFunc(time.Hour, w.fire)
 	}
+	w.mu.Lock()
+	w.active, w.started, w.stop = true, false, stop
+	w.mu.Unlock()
+	w.t.Reset(watchAfter)
+}
+
+func (w *clientWatch) fire() {
+	w.mu.Lock()
+	if !w.active || w.started {
+		w.mu.Unlock()
+		return
+	}
+	w.started = true
+	w.done = make(chan struct{})
+	stop, done := w.stop, w.done
+	w.mu.Unlock()
+	defer close(done)
+	if watchStarting != nil {
+		watchStarting()
+	}
+	w.r.watch(stop)
+}
+
+// end ends the watch; the client loop may read again once it returned.
+func (w *clientWatch) end() {
+	w.mu.Lock()
+	w.active = false
+	started, done := w.started, w.done
+	w.stop = nil
+	w.mu.Unlock()
+	w.t.Stop()
+	if !started {
+		return
+	}
+	// A past deadline ends the watch's read (set again until it ends:
+	// nothing may clear it first); the client loop sets its own again
+	// before it reads.
+	for ended := false; !ended; {
+		w.r.client.SetReadDeadline(time.Unix(1, 0))
+		select {
+		case <-done:
+			ended = true
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	w.r.client.SetReadDeadline(time.Time{})
 }
 
 // watch reads the client until the watch is ended (a deadline) or the

@@ -22,6 +22,17 @@ import (
 type rawSocket struct {
 	rc   syscall.RawConn
 	conn net.Conn // for errors' addresses
+
+	// One reader and one writer at a time: their calls' state, and the
+	// callbacks RawConn runs, bound once (a closure per call allocates).
+	rd, wr          rawCall
+	readFn, writeFn func(fd uintptr) bool
+}
+
+type rawCall struct {
+	p     []byte
+	n     int
+	errno syscall.Errno
 }
 
 // newRawSocket returns a rawSocket for conn when it is a plain TCP
@@ -35,28 +46,19 @@ func newRawSocket(conn net.Conn) (*rawSocket, bool) {
 	if err != nil {
 		return nil, false
 	}
-	return &rawSocket{rc: rc, conn: conn}, true
+	s := &rawSocket{rc: rc, conn: conn}
+	s.readFn, s.writeFn = s.read, s.write
+	return s, true
 }
 
 func (s *rawSocket) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var n int
-	var errno syscall.Errno
-	err := s.rc.Read(func(fd uintptr) bool {
-		for {
-			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-			switch e {
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false
-			}
-			n, errno = int(r), e
-			return true
-		}
-	})
+	s.rd = rawCall{p: p}
+	err := s.rc.Read(s.readFn)
+	n, errno := s.rd.n, s.rd.errno
+	s.rd.p = nil
 	switch {
 	case err != nil:
 		return 0, err
@@ -68,25 +70,30 @@ func (s *rawSocket) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (s *rawSocket) Write(p []byte) (int, error) {
-	var n int
-	var errno syscall.Errno
-	err := s.rc.Write(func(fd uintptr) bool {
-		for n < len(p) {
-			r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[n])), uintptr(len(p)-n))
-			switch e {
-			case 0:
-				n += int(r)
-			case syscall.EINTR:
-			case syscall.EAGAIN:
-				return false
-			default:
-				errno = e
-				return true
-			}
+// read is Read's callback: false asks RawConn to wait for readability.
+func (s *rawSocket) read(fd uintptr) bool {
+	p := s.rd.p
+	for {
+		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		switch e {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
 		}
+		s.rd.n, s.rd.errno = int(r), e
 		return true
-	})
+	}
+}
+
+func (s *rawSocket) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	s.wr = rawCall{p: p}
+	err := s.rc.Write(s.writeFn)
+	n, errno := s.wr.n, s.wr.errno
+	s.wr.p = nil
 	switch {
 	case err != nil:
 		return n, err
@@ -94,6 +101,25 @@ func (s *rawSocket) Write(p []byte) (int, error) {
 		return n, s.opError("write", errno)
 	}
 	return n, nil
+}
+
+// write is Write's callback: false asks RawConn to wait for writability.
+func (s *rawSocket) write(fd uintptr) bool {
+	p := s.wr.p
+	for s.wr.n < len(p) {
+		r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[s.wr.n])), uintptr(len(p)-s.wr.n))
+		switch e {
+		case 0:
+			s.wr.n += int(r)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			s.wr.errno = e
+			return true
+		}
+	}
+	return true
 }
 
 // opError wraps errno as net.Conn's methods do.

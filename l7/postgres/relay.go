@@ -30,6 +30,9 @@ type relay struct {
 	state *sessionState
 	ctx   context.Context // ends when the relay does: Decide returns
 
+	decision *decisionContext // decisions run under it
+	watcher  clientWatch      // watches the client while a decision runs
+
 	client net.Conn
 	up     net.Conn
 	cr     *msgReader // reads the client: the client loop's
@@ -138,6 +141,14 @@ type stmtInfo struct {
 	sql    string
 	dec    Decision
 	fields []pgproto3.FieldDescription // from Describe; nil: not described or no rows
+}
+
+// decisionContext is what decisions run under: ended by a cancel
+// request or the client's going away (then the next decision gets a new
+// one), or with the relay. Immutable: a cancel request may hold it.
+type decisionContext struct {
+	ctx  context.Context
+	stop context.CancelCauseFunc
 }
 
 type portalInfo struct {
@@ -500,16 +511,20 @@ func (r *relay) decide(q *request, req Request) error {
 	req.Facts = r.state.snapshot()
 	req.prepared = &r.identity
 	// A cancel request from the client ends a long decision (an
-	// approval): the statement is refused as PostgreSQL cancels one.
-	ctx, stop := context.WithCancelCause(r.ctx)
-	defer stop(nil)
+	// approval): the statement is refused as PostgreSQL cancels one. The
+	// decisions' context is kept until one is canceled.
+	if r.decision == nil || r.decision.ctx.Err() != nil {
+		ctx, stop := context.WithCancelCause(r.ctx)
+		r.decision = &decisionContext{ctx: ctx, stop: stop}
+	}
+	ctx, stop := r.decision.ctx, r.decision.stop
 	if r.cancel != nil {
-		r.cancel.deciding.Store(&stop)
+		r.cancel.deciding.Store(&r.decision.stop)
 		defer r.cancel.deciding.Store(nil)
 	}
-	endWatch := r.watchClient(stop)
+	r.watcher.begin(r, stop)
 	q.dec = r.e.decider.Decide(ctx, r.s, req)
-	endWatch()
+	r.watcher.end()
 	if errors.Is(context.Cause(ctx), errClientGone) && r.ctx.Err() == nil {
 		q.dec = Decision{Reason: "the client went away while the statement waited", Record: q.dec.Record,
 			PolicyVersion: q.dec.PolicyVersion, AuditSeq: q.dec.AuditSeq}
