@@ -41,6 +41,7 @@ func main() {
 	suite := flag.String("suite", "all", "tcp | pg | mask | all")
 	maskRows := flag.Int("mask-rows", 1000000, "rows read for the masking measurement")
 	seconds := flag.Int("seconds", 10, "pgbench run length for each path and mode")
+	rounds := flag.Int("rounds", 2, "pg suite: interleaved rounds of TPS runs (each seconds/2 long) per path and mode")
 	baseline := flag.String("baseline", "", "pg suite: also measure this agent binary (say, a build of main) side by side with bin/tollgate")
 	perfDir := flag.String("perf", "", "pg suite: instead of the comparison, record the agent with perf (one tollgate run per mode) into this directory")
 	flag.Parse()
@@ -53,7 +54,7 @@ func main() {
 		err = run(*dials, *mib, *idle)
 	}
 	if err == nil && (*suite == "pg" || *suite == "all") {
-		err = runPG(*seconds, *baseline, *perfDir)
+		err = runPG(*seconds, max(*rounds, 1), *baseline, *perfDir)
 	}
 	if err == nil && (*suite == "mask" || *suite == "all") {
 		err = runMask(*maskRows)

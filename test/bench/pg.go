@@ -39,7 +39,7 @@ type tpsRun struct {
 // runPG compares pgbench -S through three paths in one run: straight to
 // PostgreSQL, through PgBouncer (session pooling), and through tollgate
 // (eBPF redirect + the PostgreSQL engine parsing and judging every statement).
-func runPG(seconds int, baselineBin, perfDir string) error {
+func runPG(seconds, rounds int, baselineBin, perfDir string) error {
 	work, err := os.MkdirTemp("", "tollgate-pgbench")
 	if err != nil {
 		return err
@@ -124,6 +124,9 @@ func runPG(seconds int, baselineBin, perfDir string) error {
 		if err := perfAgent(perfDir, "tollgate", g, work, paths[2].host, paths[2].port, password, paths[2].pid, seconds); err != nil {
 			return err
 		}
+		if err := perfAgent(perfDir, "pgbouncer", g, work, paths[1].host, paths[1].port, password, paths[1].pid, seconds); err != nil {
+			return err
+		}
 		return perfAgent(perfDir, "noaudit", gn, work, paths[3].host, paths[3].port, password, paths[3].pid, seconds)
 	}
 	// The example policy (deploy/policies) against allow-all, on the same
@@ -161,8 +164,9 @@ func runPG(seconds int, baselineBin, perfDir string) error {
 	fmt.Printf("%-10s %-9s %12s %12s %12s %12s %14s %14s\n", "mode", "path", "TPS c=8", "p50 c=1", "p99 c=1", "TPS vs direct", "proxy CPU/tx", "read+write/tx")
 	for _, mode := range []string{"simple", "prepared"} {
 		res := map[string]pgResult{}
-		// Interleave paths, twice, so drift in machine load hits each alike.
-		for round := 0; round < 2; round++ {
+		// Interleave paths, rounds times, so drift in machine load hits
+		// each alike.
+		for round := 0; round < rounds; round++ {
 			for _, p := range paths {
 				before := sampleProc(p.pid)
 				run, err := pgbenchTPS(p.g, work, p.host, p.port, password, mode, 8, seconds/2)
@@ -171,7 +175,7 @@ func runPG(seconds int, baselineBin, perfDir string) error {
 				}
 				used := sampleProc(p.pid).sub(before)
 				r := res[p.name]
-				r.tps += run.tps / 2
+				r.tps += run.tps / float64(rounds)
 				r.txs += run.txs
 				r.cpu += used.cpu
 				r.syscalls += used.syscalls
