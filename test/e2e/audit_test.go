@@ -221,12 +221,13 @@ func TestAuditDiskFullRefusesStatementsAndLosesNothing(t *testing.T) {
 	if out, err := psql("SELECT 1"); err != nil {
 		t.Fatalf("%v %s", err, out)
 	}
-	// Fill the disk.
+	// Fill the disk. The journal has blocks reserved ahead (up to 1 MiB),
+	// so the statements' records use those up first.
 	filler := filepath.Join(fs, "filler")
 	exec.Command("dd", "if=/dev/zero", "of="+filler, "bs=64k", "count=64").Run()
 	var refused string
 	for i := 0; i < 200 && refused == ""; i++ {
-		out, err := psql(fmt.Sprintf("SELECT %d, repeat('x', 2000)", i))
+		out, err := psql(fmt.Sprintf("SELECT %d, '%s'", i, strings.Repeat("x", 20000)))
 		if err != nil {
 			refused = out
 		}
