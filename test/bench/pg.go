@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -165,9 +166,14 @@ func runPG(seconds, rounds int, baselineBin, perfDir string) error {
 	for _, mode := range []string{"simple", "prepared"} {
 		res := map[string]pgResult{}
 		// Interleave paths, rounds times, so drift in machine load hits
-		// each alike.
+		// each alike; every other round in reverse order, so that no path
+		// always follows the same one.
 		for round := 0; round < rounds; round++ {
-			for _, p := range paths {
+			order := slices.Clone(paths)
+			if round%2 == 1 {
+				slices.Reverse(order)
+			}
+			for _, p := range order {
 				before := sampleProc(p.pid)
 				run, err := pgbenchTPS(p.g, work, p.host, p.port, password, mode, 8, seconds/2)
 				if err != nil {
