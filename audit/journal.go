@@ -63,7 +63,7 @@ type Options struct {
 	// first record this long ago. Default 24h; negative: never.
 	SegmentAge time.Duration
 	// FlushInterval is how long Batch buffers a record at most before it
-	// is written to the segment file. Default 5ms.
+	// is written to the segment file. Default 50ms.
 	FlushInterval time.Duration
 	// SyncInterval is how long a record Batch wrote stays unsynced at most
 	// (fdatasync, which costs far more than the write). Default 50ms; at
@@ -112,7 +112,7 @@ func (o *Options) setDefaults() error {
 		o.SegmentAge = 24 * time.Hour
 	}
 	if o.FlushInterval <= 0 {
-		o.FlushInterval = 5 * time.Millisecond
+		o.FlushInterval = 50 * time.Millisecond
 	}
 	if o.SyncInterval <= 0 {
 		o.SyncInterval = 50 * time.Millisecond

@@ -38,7 +38,7 @@ const (
 	DefaultMark          = 0x70670001
 	DefaultPolicyDir     = "/etc/tollgate/policy"
 	DefaultDurability    = DurabilityBatch
-	DefaultFlushInterval = 5 * time.Millisecond
+	DefaultFlushInterval = 50 * time.Millisecond
 	DefaultSyncInterval  = 50 * time.Millisecond
 	DefaultShutdownGrace = 10 * time.Second
 	DefaultTLSMode       = TLSDisable
@@ -186,7 +186,7 @@ type Audit struct {
 	Durability string `yaml:"durability"`
 	// FlushInterval (batch) is how long a record waits in memory at most
 	// before it is written to its segment file: what a crash of the agent
-	// can lose. Default 5ms.
+	// can lose. Default 50ms.
 	FlushInterval time.Duration `yaml:"flush_interval"`
 	// SyncInterval (batch) is how long a written record waits at most
 	// before it is synced to disk: what a crash of the machine can lose.

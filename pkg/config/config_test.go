@@ -217,7 +217,7 @@ func TestDefaults(t *testing.T) {
 				BPF:           BPF{Cgroup: "/", PinDir: "/sys/fs/bpf/tollgate", OnAgentDown: "fail-closed"},
 				Proxy:         Proxy{Port: 15001, LinkLocal: "169.254.77.1", Mark: 0x70670001},
 				Policy:        Policy{Dir: "/etc/tollgate/policy"},
-				Audit:         Audit{Dir: "/var/lib/tollgate/audit", Durability: "batch", FlushInterval: 5 * time.Millisecond, SyncInterval: 50 * time.Millisecond},
+				Audit:         Audit{Dir: "/var/lib/tollgate/audit", Durability: "batch", FlushInterval: 50 * time.Millisecond, SyncInterval: 50 * time.Millisecond},
 				Approvals: Approvals{
 					Timeout: 10 * time.Minute,
 					Webhook: Webhook{Timeout: 5 * time.Second, MaxAttempts: 5, Backoff: time.Second},

@@ -190,7 +190,7 @@ func (p *Policy) validate(v *checker, key string) {
 }
 
 // SetDefaults sets Dir to <stateDir>/audit, Durability to batch and the
-// batch intervals to 5ms (flush) and 50ms (sync) when unset.
+// batch intervals to 50ms (flush and sync) when unset.
 func (a *Audit) SetDefaults(stateDir string) {
 	if a.Dir == "" && stateDir != "" {
 		a.Dir = filepath.Join(stateDir, "audit")
