@@ -287,49 +287,37 @@ const reserveAhead = 1 << 20
 // not even while a failed write is being undone. File systems without
 // fallocate just write.
 func reserve(f *os.File, off, n int64) error {
+	err := onFD(f, func(fd int) error { return unix.Fallocate(fd, unix.FALLOC_FL_KEEP_SIZE, off, n) })
+	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
+		return nil
+	}
+	return err
+}
+
+// onFD runs call on f's descriptor, again while it is interrupted.
+func onFD(f *os.File, call func(fd int) error) error {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return err
 	}
-	var ferr error
+	var cerr error
 	if err := rc.Control(func(fd uintptr) {
 		for {
-			ferr = unix.Fallocate(int(fd), unix.FALLOC_FL_KEEP_SIZE, off, n)
-			if ferr != unix.EINTR {
+			if cerr = call(int(fd)); cerr != syscall.EINTR {
 				return
 			}
 		}
 	}); err != nil {
 		return err
 	}
-	if errors.Is(ferr, unix.EOPNOTSUPP) || errors.Is(ferr, unix.ENOSYS) {
-		return nil
-	}
-	return ferr
+	return cerr
 }
 
 // syncFile makes a segment's written bytes durable; tests replace it to
 // make a sync fail, which a real disk does too rarely to test.
 var syncFile = fdatasync
 
-func fdatasync(f *os.File) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		for {
-			serr = syscall.Fdatasync(int(fd))
-			if serr != syscall.EINTR {
-				return
-			}
-		}
-	}); err != nil {
-		return err
-	}
-	return serr
-}
+func fdatasync(f *os.File) error { return onFD(f, syscall.Fdatasync) }
 
 // scanned is what scanSegment found in a segment's bytes.
 type scanned struct {
