@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/tollgate-dev/tollgate/approval"
+	"github.com/tollgate-dev/tollgate/approval/approvaltest"
 	"github.com/tollgate-dev/tollgate/audit"
 	"github.com/tollgate-dev/tollgate/l7"
 	"github.com/tollgate-dev/tollgate/pkg/control"
@@ -131,34 +132,12 @@ func (f *fixture) run(args ...string) (string, int) {
 // hold holds a statement of uid and returns its request once pending.
 func (f *fixture) hold(uid uint32, user, scope string, approvers ...string) (approval.Request, <-chan approval.Outcome) {
 	f.t.Helper()
-	out := make(chan approval.Outcome, 1)
-	go func() {
-		out <- f.b.Hold(context.Background(), approval.Ask{SessionID: "s_1", Identity: "billing-export", UID: uid, User: user, PID: 4242,
-			Origin: "/system.slice/billing-export.service", Target: "orders-db", SQL: "DELETE FROM invoices\n  WHERE id = 7",
-			Reason: "deletes need a DBA", Approvers: approvers, Scope: scope})
-	}()
-	for {
-		select {
-		case r := <-f.events:
-			if r.State == approval.StatePending {
-				return r, out
-			}
-		case <-time.After(waitLimit):
-			f.t.Fatal("no pending request")
-		}
-	}
+	return approvaltest.Hold(f.t, f.b, f.events, approval.Ask{SessionID: "s_1", Identity: "billing-export", UID: uid, User: user, PID: 4242,
+		Origin: "/system.slice/billing-export.service", Target: "orders-db", SQL: "DELETE FROM invoices\n  WHERE id = 7",
+		Reason: "deletes need a DBA", Approvers: approvers, Scope: scope})
 }
 
-func outcome(t *testing.T, ch <-chan approval.Outcome) approval.Outcome {
-	t.Helper()
-	select {
-	case o := <-ch:
-		return o
-	case <-time.After(waitLimit):
-		t.Fatal("Hold did not return")
-	}
-	return approval.Outcome{}
-}
+var outcome = approvaltest.Outcome
 
 func needRoot(t *testing.T) {
 	if os.Getuid() != 0 {

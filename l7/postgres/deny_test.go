@@ -2,6 +2,9 @@ package postgres_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net"
 	"os/exec"
 	"strings"
 	"sync"
@@ -10,9 +13,11 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+	"go.uber.org/zap"
 
 	"github.com/tollgate-dev/tollgate/l7"
 	"github.com/tollgate-dev/tollgate/l7/postgres"
+	"github.com/tollgate-dev/tollgate/pkg/config"
 	"github.com/tollgate-dev/tollgate/test/pgtest"
 )
 
@@ -234,5 +239,38 @@ func TestDenyFunctionCall(t *testing.T) {
 	last := seen[len(seen)-1]
 	if last.Protocol != postgres.ProtocolFunction || last.FunctionOID != oid {
 		t.Errorf("decider saw %+v; want a function request for oid %d", last, oid)
+	}
+}
+
+// TestSendErrorReachesPsql: a connection the agent refuses before its
+// session starts (the journal cannot record it) shows psql why, whether
+// psql asks for TLS first (sslmode=prefer, its default) or not.
+func TestSendErrorReachesPsql(t *testing.T) {
+	eng, err := postgres.New(&config.Target{Name: "db", Protocol: postgres.Protocol, Upstream: "127.0.0.1:1",
+		Credentials: config.Credentials{Username: "app", Password: "x"}}, l7.Deps{Log: zap.NewNop(), Dial: (&net.Dialer{}).DialContext})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go eng.SendError(c, errors.New("tollgate cannot record this session: audit journal unavailable: no space left on device"))
+		}
+	}()
+	host, port, _ := net.SplitHostPort(ln.Addr().String())
+	for _, mode := range []string{"prefer", "disable"} {
+		out, _ := exec.Command(tool(t, "psql"), "-X", "-d", fmt.Sprintf("host=%s port=%s user=app dbname=db sslmode=%s connect_timeout=5", host, port, mode),
+			"-c", "SELECT 1").CombinedOutput()
+		if !strings.Contains(string(out), "FATAL:  tollgate: tollgate cannot record this session: audit journal unavailable") {
+			t.Errorf("sslmode=%s: psql output:\n%s", mode, out)
+		}
 	}
 }

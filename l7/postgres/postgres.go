@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"go.uber.org/zap"
 
 	"github.com/tollgate-dev/tollgate/l7"
@@ -285,7 +287,9 @@ func (e *engine) Serve(ctx context.Context, s *l7.Session, client net.Conn) erro
 
 // SendError sends err to the client as a FATAL ErrorResponse and closes the
 // connection. A *pgconn.PgError keeps its SQLSTATE; any other error is
-// reported as 08004 (the server rejected the connection).
+// reported as 08004 (the server rejected the connection). The client's
+// SSLRequest or GSSENCRequest is answered N first, and its startup message
+// read: libpq shows nothing of an error that answers its SSLRequest.
 func (e *engine) SendError(client net.Conn, err error) error {
 	msg := errorResponse("FATAL", "08004", "tollgate: "+err.Error())
 	var pe *pgconn.PgError
@@ -293,7 +297,25 @@ func (e *engine) SendError(client net.Conn, err error) error {
 		msg = errorResponse("FATAL", pe.Code, pe.Message)
 		msg.Detail, msg.Hint = pe.Detail, pe.Hint
 	}
-	client.SetWriteDeadline(time.Now().Add(finalWriteTimeout))
+	client.SetDeadline(time.Now().Add(finalWriteTimeout))
+	r := bufio.NewReaderSize(client, 1024)
+preamble:
+	for range 3 {
+		m, rerr := readStartupPacket(r)
+		if rerr != nil {
+			break // not the protocol (direct TLS) or gone: the error goes out as it is
+		}
+		switch m.(type) {
+		case *pgproto3.SSLRequest, *pgproto3.GSSEncRequest:
+			if _, werr := client.Write([]byte{'N'}); werr != nil {
+				return errors.Join(werr, client.Close())
+			}
+		case *pgproto3.CancelRequest:
+			return client.Close()
+		default:
+			break preamble
+		}
+	}
 	werr := writeMessages(client, msg)
 	return errors.Join(werr, client.Close())
 }

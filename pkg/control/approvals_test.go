@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/tollgate-dev/tollgate/approval"
+	"github.com/tollgate-dev/tollgate/approval/approvaltest"
 	"github.com/tollgate-dev/tollgate/test/oidctest"
 )
 
@@ -70,33 +71,11 @@ func (a *approvals) backend() brokerBackend { return brokerBackend{b: a.b} }
 // hold holds a statement sent by uid and returns its request once pending.
 func (a *approvals) hold(uid uint32, user string, approvers ...string) (approval.Request, <-chan approval.Outcome) {
 	a.t.Helper()
-	out := make(chan approval.Outcome, 1)
-	go func() {
-		out <- a.b.Hold(context.Background(), approval.Ask{SessionID: "s_1", Identity: "billing", UID: uid, User: user,
-			PID: 42, Target: "orders-db", SQL: "DELETE FROM invoices", Approvers: approvers})
-	}()
-	for {
-		select {
-		case r := <-a.events:
-			if r.State == approval.StatePending {
-				return r, out
-			}
-		case <-time.After(waitLimit):
-			a.t.Fatal("no pending request")
-		}
-	}
+	return approvaltest.Hold(a.t, a.b, a.events, approval.Ask{SessionID: "s_1", Identity: "billing", UID: uid, User: user,
+		PID: 42, Target: "orders-db", SQL: "DELETE FROM invoices", Approvers: approvers})
 }
 
-func outcome(t *testing.T, ch <-chan approval.Outcome) approval.Outcome {
-	t.Helper()
-	select {
-	case o := <-ch:
-		return o
-	case <-time.After(waitLimit):
-		t.Fatal("Hold did not return")
-	}
-	return approval.Outcome{}
-}
+var outcome = approvaltest.Outcome
 
 func TestApprovalsOnSocket(t *testing.T) {
 	if os.Getuid() != 0 {
