@@ -31,7 +31,7 @@ const catalogTimeout = 5 * time.Second
 // catalogIdle is how long an unused side connection stays open.
 const catalogIdle = 2 * time.Minute
 
-// maxDescribed bounds the cache of described statements per database.
+// maxDescribed bounds each of the catalog's caches per database.
 const maxDescribed = 4096
 
 // relation is one pg_class row, with its columns.
@@ -176,49 +176,66 @@ func (c *catalog) closeIdle() {
 
 // relation returns the relation with this OID (nil when it does not exist).
 func (c *catalog) relation(ctx context.Context, oid uint32) (*relation, error) {
-	c.mu.Lock()
-	c.fresh()
-	r, ok := c.rels[oid]
-	c.mu.Unlock()
-	if ok {
-		return r, nil
-	}
-	var rel *relation
-	err := c.with(ctx, func(ctx context.Context, conn *pgconn.PgConn) error {
-		id := strconv.FormatUint(uint64(oid), 10)
-		rows, err := query(ctx, conn, `SELECT n.nspname, c.relname, c.relkind FROM pg_catalog.pg_class c
+	rel, err := cachedLoad(c, func(c *catalog) map[uint32]*relation { return c.rels }, oid, func() (*relation, error) {
+		var rel *relation
+		err := c.with(ctx, func(ctx context.Context, conn *pgconn.PgConn) error {
+			id := strconv.FormatUint(uint64(oid), 10)
+			rows, err := query(ctx, conn, `SELECT n.nspname, c.relname, c.relkind FROM pg_catalog.pg_class c
 			JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1::oid`, id)
-		if err != nil || len(rows) == 0 {
-			return err
-		}
-		row := rows[0]
-		rel = &relation{schema: string(row[0]), name: string(row[1]), columns: map[int16]string{}}
-		if len(row[2]) > 0 {
-			rel.kind = row[2][0]
-		}
-		rows, err = query(ctx, conn, `SELECT attnum, attname FROM pg_catalog.pg_attribute
-			WHERE attrelid = $1::oid AND attnum > 0 AND NOT attisdropped`, id)
-		if err != nil {
-			return err
-		}
-		for _, row := range rows {
-			n, err := strconv.ParseInt(string(row[0]), 10, 16)
-			if err != nil {
-				return fmt.Errorf("attnum %q: %w", row[0], err)
+			if err != nil || len(rows) == 0 {
+				return err
 			}
-			rel.columns[int16(n)] = string(row[1])
-		}
-		return nil
+			row := rows[0]
+			rel = &relation{schema: string(row[0]), name: string(row[1]), columns: map[int16]string{}}
+			if len(row[2]) > 0 {
+				rel.kind = row[2][0]
+			}
+			rows, err = query(ctx, conn, `SELECT attnum, attname FROM pg_catalog.pg_attribute
+			WHERE attrelid = $1::oid AND attnum > 0 AND NOT attisdropped`, id)
+			if err != nil {
+				return err
+			}
+			for _, row := range rows {
+				n, err := strconv.ParseInt(string(row[0]), 10, 16)
+				if err != nil {
+					return fmt.Errorf("attnum %q: %w", row[0], err)
+				}
+				rel.columns[int16(n)] = string(row[1])
+			}
+			return nil
+		})
+		return rel, err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read relation %d: %w", oid, err)
 	}
+	return rel, nil
+}
+
+// cachedLoad returns what the cache pick chooses holds for key, else what
+// load returns, kept unless the cache was dropped meanwhile (DDL, or the
+// TTL: what was read may be stale). A full cache is emptied first.
+func cachedLoad[K comparable, V any](c *catalog, pick func(*catalog) map[K]V, key K, load func() (V, error)) (V, error) {
 	c.mu.Lock()
-	if c.rels != nil {
-		c.rels[oid] = rel
+	c.fresh()
+	v, ok := pick(c)[key]
+	c.mu.Unlock()
+	if ok {
+		return v, nil
+	}
+	v, err := load()
+	if err != nil {
+		return v, err
+	}
+	c.mu.Lock()
+	if m := pick(c); m != nil {
+		if len(m) >= maxDescribed {
+			clear(m)
+		}
+		m[key] = v
 	}
 	c.mu.Unlock()
-	return rel, nil
+	return v, nil
 }
 
 // view returns the result columns of a view's query and what its
@@ -253,35 +270,27 @@ func (c *catalog) oidByName(ctx context.Context, schema, name string) (uint32, e
 	if schema != "" {
 		qualified = pgIdent(schema) + "." + qualified
 	}
-	c.mu.Lock()
-	c.fresh()
-	oid, ok := c.names[qualified]
-	c.mu.Unlock()
-	if ok {
-		return oid, nil
-	}
-	err := c.with(ctx, func(ctx context.Context, conn *pgconn.PgConn) error {
-		rows, err := query(ctx, conn, `SELECT coalesce(pg_catalog.to_regclass($1)::oid, 0)`, qualified)
-		if err != nil {
-			return err
-		}
-		if len(rows) == 1 {
-			n, err := strconv.ParseUint(string(rows[0][0]), 10, 32)
+	oid, err := cachedLoad(c, func(c *catalog) map[string]uint32 { return c.names }, qualified, func() (uint32, error) {
+		var oid uint32
+		err := c.with(ctx, func(ctx context.Context, conn *pgconn.PgConn) error {
+			rows, err := query(ctx, conn, `SELECT coalesce(pg_catalog.to_regclass($1)::oid, 0)`, qualified)
 			if err != nil {
 				return err
 			}
-			oid = uint32(n)
-		}
-		return nil
+			if len(rows) == 1 {
+				n, err := strconv.ParseUint(string(rows[0][0]), 10, 32)
+				if err != nil {
+					return err
+				}
+				oid = uint32(n)
+			}
+			return nil
+		})
+		return oid, err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("resolve %s: %w", qualified, err)
 	}
-	c.mu.Lock()
-	if c.names != nil {
-		c.names[qualified] = oid
-	}
-	c.mu.Unlock()
 	return oid, nil
 }
 
@@ -323,32 +332,17 @@ func pgIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + 
 // describe returns the result columns sql would have, without running it
 // (nil: it returns no rows), cached under key.
 func (c *catalog) describe(ctx context.Context, key, sql string) ([]pgconn.FieldDescription, error) {
-	c.mu.Lock()
-	c.fresh()
-	fields, ok := c.described[key]
-	c.mu.Unlock()
-	if ok {
-		return fields, nil
-	}
-	err := c.with(ctx, func(ctx context.Context, conn *pgconn.PgConn) error {
-		sd, err := conn.Prepare(ctx, "", sql, nil)
-		if err != nil {
-			return err
-		}
-		fields = make([]pgconn.FieldDescription, len(sd.Fields))
-		copy(fields, sd.Fields)
-		return nil
+	return cachedLoad(c, func(c *catalog) map[string][]pgconn.FieldDescription { return c.described }, key, func() ([]pgconn.FieldDescription, error) {
+		var fields []pgconn.FieldDescription
+		err := c.with(ctx, func(ctx context.Context, conn *pgconn.PgConn) error {
+			sd, err := conn.Prepare(ctx, "", sql, nil)
+			if err != nil {
+				return err
+			}
+			fields = make([]pgconn.FieldDescription, len(sd.Fields))
+			copy(fields, sd.Fields)
+			return nil
+		})
+		return fields, err
 	})
-	if err != nil {
-		return nil, err
-	}
-	c.mu.Lock()
-	if c.described != nil {
-		if len(c.described) >= maxDescribed {
-			clear(c.described)
-		}
-		c.described[key] = fields
-	}
-	c.mu.Unlock()
-	return fields, nil
 }
