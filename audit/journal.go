@@ -709,8 +709,12 @@ func (j *Journal) flush() bool {
 		if len(j.spare.refs) > 0 {
 			j.take(&j.spare)
 		}
+		// Sync with this write when the intervals are equal (the
+		// default): a record is then on disk within one FlushInterval,
+		// not two.
 		unsynced := j.inflight.refs[j.infSynced:j.infNext]
 		sync := j.opts.Durability == Strict || j.final || syncWanted ||
+			j.opts.SyncInterval <= j.opts.FlushInterval ||
 			len(unsynced) > 0 && (now.Sub(j.unsyncedAt) >= j.opts.SyncInterval ||
 				j.inflight.refs[j.infNext-1].end-j.inflight.refs[j.infSynced].start >= maxUnsynced)
 		if j.infNext == len(j.inflight.refs) && (len(unsynced) == 0 || !sync) {

@@ -633,3 +633,26 @@ func TestReservationGivenBack(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchEqualIntervalsSyncWithTheWrite: with flush and sync intervals
+// equal (the default), a record is written and synced by the same flush,
+// within one interval of its append, not two.
+func TestBatchEqualIntervalsSyncWithTheWrite(t *testing.T) {
+	const interval = time.Second
+	j := mustOpen(t, t.TempDir(), Options{
+		PrivateKey: newKey(t), FlushInterval: interval, SyncInterval: interval,
+		CheckpointEvery: time.Hour, CheckpointRecords: -1,
+	})
+	defer j.Close()
+	start := time.Now()
+	seq := mustAppend(t, j, TypeStatement, benchData)
+	for j.Status().Durable < seq {
+		if time.Since(start) > waitLimit {
+			t.Fatalf("record %d not durable after %v", seq, waitLimit)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if took := time.Since(start); took >= 2*interval {
+		t.Errorf("record %d durable after %v: the sync waited for a second interval of %v", seq, took, interval)
+	}
+}
