@@ -310,14 +310,7 @@ func serveTCP(t *testing.T, b Backend) (base string, is *oidctest.Issuer, tt tes
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- s.Serve() }()
-	t.Cleanup(func() {
-		s.Shutdown(context.Background())
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
+	serveUntilCleanup(t, s)
 	return "https://" + s.Addr().String(), is, tt
 }
 

@@ -60,6 +60,13 @@ func serve(t *testing.T, b Backend) (*Server, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	serveUntilCleanup(t, s)
+	return s, path
+}
+
+// serveUntilCleanup serves s until the test ends, then shuts it down.
+func serveUntilCleanup(t *testing.T, s *Server) {
+	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- s.Serve() }()
 	t.Cleanup(func() {
@@ -68,7 +75,6 @@ func serve(t *testing.T, b Backend) (*Server, string) {
 			t.Errorf("serve: %v", err)
 		}
 	})
-	return s, path
 }
 
 func TestSocketIsRootOnly(t *testing.T) {

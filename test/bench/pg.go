@@ -122,6 +122,17 @@ func runPG(seconds, rounds int, baselineBin, perfDir string) error {
 		return err
 	}
 	if perfDir != "" {
+		// The plain TCP relay first: the floor of the agent's data path.
+		for _, mode := range []string{"simple", "prepared"} {
+			before := sampleProc(paths[2].pid)
+			run, err := pgbenchTPS(g, work, "127.77.0.61", "5432", password, mode, 8, seconds)
+			if err != nil {
+				return err
+			}
+			used := sampleProc(paths[2].pid).sub(before)
+			fmt.Printf("%-9s tcp relay %.0f TPS, agent CPU/tx %s, read+write/tx %.2f\n",
+				mode, run.tps, perTx(used.cpu, run.txs), float64(used.syscalls)/float64(run.txs))
+		}
 		if err := perfAgent(perfDir, "tollgate", g, work, paths[2].host, paths[2].port, password, paths[2].pid, seconds); err != nil {
 			return err
 		}
@@ -230,19 +241,6 @@ func runPG(seconds, rounds int, baselineBin, perfDir string) error {
 func perfAgent(dir, name string, g *governed, work, host, port, password string, pid, seconds int) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
-	}
-	for _, mode := range []string{"simple", "prepared"} {
-		if name != "tollgate" {
-			break
-		}
-		before := sampleProc(pid)
-		run, err := pgbenchTPS(g, work, "127.77.0.61", "5432", password, mode, 8, seconds)
-		if err != nil {
-			return err
-		}
-		used := sampleProc(pid).sub(before)
-		fmt.Printf("%-9s tcp relay %.0f TPS, agent CPU/tx %s, read+write/tx %.2f\n",
-			mode, run.tps, perTx(used.cpu, run.txs), float64(used.syscalls)/float64(run.txs))
 	}
 	for _, mode := range []string{"simple", "prepared"} {
 		data := filepath.Join(dir, name+"-"+mode+".data")
