@@ -36,8 +36,8 @@ var errClientGone = errors.New("the client went away")
 // decision ended) finds nothing to watch, or the next decision, which it
 // may watch early: never two watches at once.
 type clientWatch struct {
-	r *relay
-	t *time.Timer
+	r *relay      // set by newRelay
+	t *time.Timer // made by the first begin
 
 	mu      sync.Mutex
 	active  bool // a decision runs
@@ -48,9 +48,8 @@ type clientWatch struct {
 
 // begin watches the client, after watchAfter, until end; stop ends the
 // decision when the client is gone.
-func (w *clientWatch) begin(r *relay, stop context.CancelCauseFunc) {
+func (w *clientWatch) begin(stop context.CancelCauseFunc) {
 	if w.t == nil {
-		w.r = r
 		w.t = time.AfterFunc(time.Hour, w.fire)
 	}
 	w.mu.Lock()

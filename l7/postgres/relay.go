@@ -165,6 +165,7 @@ func newRelay(e *engine, s *l7.Session, state *sessionState, st *clientStartup, 
 		stmts:   map[string]*stmtInfo{},
 		portals: map[string]*portalInfo{},
 	}
+	r.watcher.r = r
 	r.txStatus.Store(uint32(up.txStatus))
 	r.cancel = cancelTargetOf(up.key)
 	// Plain TCP (no TLS) is read and written with raw system calls.
@@ -522,7 +523,7 @@ func (r *relay) decide(q *request, req Request) error {
 		r.cancel.deciding.Store(&r.decision.stop)
 		defer r.cancel.deciding.Store(nil)
 	}
-	r.watcher.begin(r, stop)
+	r.watcher.begin(stop)
 	q.dec = r.e.decider.Decide(ctx, r.s, req)
 	r.watcher.end()
 	if errors.Is(context.Cause(ctx), errClientGone) && r.ctx.Err() == nil {
