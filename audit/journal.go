@@ -164,6 +164,36 @@ func (b *batch) reset() {
 	b.buf, b.refs = b.buf[:0], b.refs[:0]
 }
 
+// queued is a record appended but not yet chained: the flusher writes its
+// line, with the hash of the record before it, when it takes the record
+// from the queue. Appends so only copy their data under the journal's
+// lock; the hashing, the line and a checkpoint's signature are the
+// flusher's work.
+type queued struct {
+	seq        uint64
+	at         time.Time
+	typ        string
+	start, end int // data in queue.buf; none for a checkpoint (made when chained)
+}
+
+// queue holds appended records in seq order, without gaps.
+type queue struct {
+	buf  []byte
+	recs []queued
+}
+
+func (q *queue) reset() {
+	q.buf, q.recs = q.buf[:0], q.recs[:0]
+}
+
+// find returns record seq, or nil when q does not hold it.
+func (q *queue) find(seq uint64) *queued {
+	if len(q.recs) == 0 || seq < q.recs[0].seq || seq-q.recs[0].seq >= uint64(len(q.recs)) {
+		return nil
+	}
+	return &q.recs[seq-q.recs[0].seq]
+}
+
 // Journal is an append-only, hash-chained, signed audit journal in a
 // directory of segment files. Its methods are safe for concurrent use.
 type Journal struct {
@@ -175,14 +205,12 @@ type Journal struct {
 
 	mu          sync.Mutex
 	nextSeq     uint64
-	last        [sha256.Size]byte // hash of record nextSeq-1
-	times       timeCache         // formats record times
-	pend        batch             // appended, not yet taken by the flusher
-	durable     uint64            // highest seq written and synced
-	syncTo      uint64            // Sync waits for this record: sync until durable
-	since       int               // records since the last checkpoint
-	failed      error             // non-nil: unavailable (wraps ErrUnavailable and cause)
-	cause       error             // why the last write failed
+	pend        queue  // appended, not yet taken by the flusher
+	durable     uint64 // highest seq written and synced
+	syncTo      uint64 // Sync waits for this record: sync until durable
+	since       int    // records since the last checkpoint
+	failed      error  // non-nil: unavailable (wraps ErrUnavailable and cause)
+	cause       error  // why the last write failed
 	failedAt    time.Time
 	refused     uint64 // appends refused during the current outage
 	lastAttempt time.Time
@@ -209,11 +237,13 @@ type Journal struct {
 	// Owned by the flusher.
 	final      bool // stopping: write everything
 	w          writer
-	inflight   batch     // taken from pend, not yet all durable
-	infNext    int       // first line of inflight not written
-	infSynced  int       // first line of inflight not durable (<= infNext)
-	unsyncedAt time.Time // when the oldest line written but not synced was written
-	spare      batch     // swapped for pend, then added to inflight
+	last       [sha256.Size]byte // hash of the last record chained
+	times      timeCache         // formats record times
+	inflight   batch             // chained from pend, not yet all durable
+	infNext    int               // first line of inflight not written
+	infSynced  int               // first line of inflight not durable (<= infNext)
+	unsyncedAt time.Time         // when the oldest line written but not synced was written
+	spare      queue             // swapped for pend, then chained onto inflight
 	syncT      *time.Timer
 }
 
@@ -426,7 +456,7 @@ func (j *Journal) append(ctx context.Context, typ string, canon []byte) (uint64,
 	if j.opts.CheckpointRecords > 0 && j.since >= j.opts.CheckpointRecords {
 		j.checkpointLocked()
 	}
-	n := len(j.pend.refs)
+	n := len(j.pend.recs)
 	if j.opts.Durability == Strict {
 		j.mu.Unlock()
 		signal(j.kick)
@@ -442,7 +472,7 @@ func (j *Journal) append(ctx context.Context, typ string, canon []byte) (uint64,
 
 // armLocked makes sure the flusher writes pend within FlushInterval.
 func (j *Journal) armLocked() {
-	if !j.armed && len(j.pend.refs) > 0 {
+	if !j.armed && len(j.pend.recs) > 0 {
 		j.armed = true
 		j.flushT.Reset(j.opts.FlushInterval)
 	}
@@ -485,8 +515,8 @@ func mustCanonical(v any) []byte {
 
 func hexHash(h [sha256.Size]byte) string { return hex.EncodeToString(h[:]) }
 
-// appendLocked chains a record onto the buffer and returns its seq. data
-// must be canonical.
+// appendLocked queues a record and returns its seq. data must be
+// canonical.
 func (j *Journal) appendLocked(typ string, data []byte) uint64 {
 	return j.appendLockedAt(typ, data, j.opts.Now())
 }
@@ -494,10 +524,8 @@ func (j *Journal) appendLocked(typ string, data []byte) uint64 {
 func (j *Journal) appendLockedAt(typ string, data []byte, at time.Time) uint64 {
 	seq := j.nextSeq
 	start := len(j.pend.buf)
-	j.pend.buf = appendLine(j.pend.buf, seq, at, typ, &j.last, data, &j.times)
-	j.last = sha256.Sum256(j.pend.buf[start:])
-	j.pend.buf = append(j.pend.buf, '\n')
-	j.pend.refs = append(j.pend.refs, lineRef{seq: seq, start: start, end: len(j.pend.buf)})
+	j.pend.buf = append(j.pend.buf, data...)
+	j.pend.recs = append(j.pend.recs, queued{seq: seq, at: at, typ: typ, start: start, end: len(j.pend.buf)})
 	j.nextSeq++
 	if typ == TypeCheckpoint {
 		j.since = 0
@@ -507,20 +535,75 @@ func (j *Journal) appendLockedAt(typ string, data []byte, at time.Time) uint64 {
 	return seq
 }
 
-// checkpointLocked appends a checkpoint signing the last record.
+// checkpointLocked queues a checkpoint signing the record before it: the
+// flusher signs it when it chains it.
 func (j *Journal) checkpointLocked() {
-	seq := j.nextSeq - 1
-	if seq == 0 {
+	if j.nextSeq == 1 {
 		return
 	}
-	at := j.opts.Now()
+	j.appendLockedAt(TypeCheckpoint, nil, j.opts.Now())
+}
+
+// InsertCanonical inserts fragment into the data of record seq, of type
+// typ, at byte offset at, while the record is still queued: appended, in
+// Batch durability, and not yet taken by the flusher, so no line and no
+// hash holds it yet. It reports whether it did; once the record is chained
+// it stands as appended, and the caller appends what it wanted to add as a
+// record of its own. The fragment is the caller's to keep canonical: a
+// field it adds, in its place, to an object it encoded. The PostgreSQL
+// engine so writes a statement's outcome into the statement's record when
+// the statement ends within a flush interval: one record instead of two.
+func (j *Journal) InsertCanonical(seq uint64, typ string, at int, fragment []byte) (bool, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	q := j.pend.find(seq)
+	if q == nil || q.typ != typ || j.closed {
+		return false, nil
+	}
+	size := q.end - q.start
+	if at < 0 || at > size {
+		return false, fmt.Errorf("audit: insert into record %d at %d: its data is %d bytes", seq, at, size)
+	}
+	if size+len(fragment) > j.opts.MaxRecordBytes {
+		return false, fmt.Errorf("%w: %s data would be %d bytes, limit %d", ErrTooLarge, typ, size+len(fragment), j.opts.MaxRecordBytes)
+	}
+	start := len(j.pend.buf)
+	j.pend.buf = append(j.pend.buf, j.pend.buf[q.start:q.start+at]...)
+	j.pend.buf = append(j.pend.buf, fragment...)
+	j.pend.buf = append(j.pend.buf, j.pend.buf[q.start+at:q.end]...)
+	q.start, q.end = start, len(j.pend.buf)
+	return true, nil
+}
+
+// chain writes q's entries as lines onto the end of inflight, each with
+// the hash of the line before it, signs the checkpoints among them, and
+// empties q.
+func (j *Journal) chain(q *queue) {
+	for i := range q.recs {
+		e := &q.recs[i]
+		data := q.buf[e.start:e.end]
+		if e.typ == TypeCheckpoint {
+			data = j.checkpointData(e.seq-1, e.at)
+		}
+		start := len(j.inflight.buf)
+		j.inflight.buf = appendLine(j.inflight.buf, e.seq, e.at, e.typ, &j.last, data, &j.times)
+		j.last = sha256.Sum256(j.inflight.buf[start:])
+		j.inflight.buf = append(j.inflight.buf, '\n')
+		j.inflight.refs = append(j.inflight.refs, lineRef{seq: e.seq, start: start, end: len(j.inflight.buf)})
+	}
+	q.reset()
+}
+
+// checkpointData is the data of a checkpoint, made at, over record seq,
+// the last one chained.
+func (j *Journal) checkpointData(seq uint64, at time.Time) []byte {
 	sig := ed25519.Sign(j.priv, CheckpointMessage(seq, j.last, at))
-	j.appendLockedAt(TypeCheckpoint, mustCanonical(Checkpoint{
+	return mustCanonical(Checkpoint{
 		Seq:       seq,
 		Hash:      hexHash(j.last),
 		Signature: base64.StdEncoding.EncodeToString(sig),
 		KeyID:     j.keyID,
-	}), at)
+	})
 }
 
 // retryLocked asks the flusher for a write attempt when none was made in
@@ -672,7 +755,7 @@ func (j *Journal) stop() {
 	j.flush()
 	j.mu.Lock()
 	var errs []error
-	if lost := len(j.pend.refs) + len(j.inflight.refs) - j.infSynced; lost > 0 {
+	if lost := len(j.pend.recs) + len(j.inflight.refs) - j.infSynced; lost > 0 {
 		cause := j.cause
 		if cause == nil {
 			cause = errors.New("no write succeeded")
@@ -699,15 +782,15 @@ func (j *Journal) flush() bool {
 	for {
 		now := j.opts.Now()
 		j.mu.Lock()
-		if j.infNext == len(j.inflight.refs) && len(j.pend.refs) > 0 {
+		if j.infNext == len(j.inflight.refs) && len(j.pend.recs) > 0 {
 			j.pend, j.spare = j.spare, j.pend
 			j.armed = false
 		}
 		syncWanted := j.syncTo > j.durable // all it needs is in inflight now
 		j.lastAttempt = now
 		j.mu.Unlock()
-		if len(j.spare.refs) > 0 {
-			j.take(&j.spare)
+		if len(j.spare.recs) > 0 {
+			j.chain(&j.spare)
 		}
 		// Sync with this write when the intervals are equal (the
 		// default): a record is then on disk within one FlushInterval,
@@ -766,29 +849,15 @@ func (j *Journal) flush() bool {
 			j.failed = nil
 		}
 		j.broadcastLocked()
-		if j.opts.Durability == Batch && !j.final && j.syncTo <= j.durable && len(j.pend.refs) < j.opts.FlushRecords {
+		if j.opts.Durability == Batch && !j.final && j.syncTo <= j.durable && len(j.pend.recs) < j.opts.FlushRecords {
 			j.armLocked()
 			j.mu.Unlock()
 			return true
 		}
-		done := len(j.pend.refs) == 0 && j.infSynced == len(j.inflight.refs)
+		done := len(j.pend.recs) == 0 && j.infSynced == len(j.inflight.refs)
 		j.mu.Unlock()
 		if done {
 			return true
 		}
 	}
-}
-
-// take moves b's lines to the end of inflight and empties b.
-func (j *Journal) take(b *batch) {
-	if len(j.inflight.refs) == 0 {
-		j.inflight, *b = *b, j.inflight
-		return
-	}
-	shift := len(j.inflight.buf)
-	j.inflight.buf = append(j.inflight.buf, b.buf...)
-	for _, r := range b.refs {
-		j.inflight.refs = append(j.inflight.refs, lineRef{seq: r.seq, start: r.start + shift, end: r.end + shift})
-	}
-	b.reset()
 }

@@ -656,3 +656,59 @@ func TestBatchEqualIntervalsSyncWithTheWrite(t *testing.T) {
 		t.Errorf("record %d durable after %v: the sync waited for a second interval of %v", seq, took, interval)
 	}
 }
+
+func TestInsertIntoQueuedRecord(t *testing.T) {
+	dir := t.TempDir()
+	j := mustOpen(t, dir, Options{PrivateKey: newKey(t), FlushInterval: time.Hour, SyncInterval: time.Hour})
+	a := mustAppend(t, j, TypeStatement, stmt{N: 1, SQL: "select 1"})
+	b := mustAppend(t, j, TypeStatement, stmt{N: 2, SQL: "select 2"})
+
+	// Queued: a field goes in where the caller says.
+	at := len(`{"n":1`)
+	if ok, err := j.InsertCanonical(a, TypeStatement, at, []byte(`,"rows":1`)); err != nil || !ok {
+		t.Fatalf("insert: got %v, %v; want true", ok, err)
+	}
+	// Another type, an unknown seq, an offset out of the data and too
+	// much data are refused.
+	if ok, _ := j.InsertCanonical(b, "masking", 1, []byte(`"x":1,`)); ok {
+		t.Error("inserted into a record of another type")
+	}
+	if ok, _ := j.InsertCanonical(b+1, TypeStatement, 1, []byte(`"x":1,`)); ok {
+		t.Error("inserted into a record never appended")
+	}
+	if _, err := j.InsertCanonical(b, TypeStatement, 1000, []byte(`"x":1,`)); err == nil {
+		t.Error("inserted past the end of the data")
+	}
+	if _, err := j.InsertCanonical(b, TypeStatement, 1, bytes.Repeat([]byte("x"), j.opts.MaxRecordBytes)); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("too large: got %v, want ErrTooLarge", err)
+	}
+
+	// Once chained, a record stands as it is.
+	if err := j.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := j.InsertCanonical(b, TypeStatement, 1, []byte(`"x":1,`)); ok || err != nil {
+		t.Errorf("insert after Sync: got %v, %v; want false, nil", ok, err)
+	}
+	pub := j.PublicKey()
+	mustClose(t, j)
+	mustVerify(t, dir, pub)
+	stmts := recordsOfType(readAll(t, dir, Filter{}), TypeStatement)
+	if len(stmts) != 2 {
+		t.Fatalf("statements: got %d, want 2", len(stmts))
+	}
+	for i, want := range []string{`{"n":1,"rows":1,"sql":"select 1"}`, `{"n":2,"sql":"select 2"}`} {
+		if got := string(stmts[i].Data); got != want {
+			t.Errorf("statement %d: got %s, want %s", i+1, got, want)
+		}
+	}
+}
+
+func TestInsertStrictNever(t *testing.T) {
+	j := mustOpen(t, t.TempDir(), Options{PrivateKey: newKey(t), Durability: Strict})
+	seq := mustAppend(t, j, TypeStatement, stmt{N: 1})
+	if ok, err := j.InsertCanonical(seq, TypeStatement, 1, []byte(`"x":1,`)); ok || err != nil {
+		t.Errorf("strict: got %v, %v; want false, nil: the record was on disk when Append returned", ok, err)
+	}
+	mustClose(t, j)
+}

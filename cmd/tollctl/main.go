@@ -259,6 +259,25 @@ func sessionsCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
+// printResult prints the result of statement seq.
+func printResult(out io.Writer, ts string, seq any, d map[string]any) {
+	res := fmt.Sprintf("%v rows", integer(d["rows"]))
+	if st, ok := d["sqlstate"].(string); ok {
+		res = "SQLSTATE " + st
+	}
+	us, _ := d["duration_us"].(float64)
+	fmt.Fprintf(out, "%s     -> #%v %s in %v\n", ts, integer(seq), res, time.Duration(us)*time.Microsecond)
+}
+
+// integer returns a JSON number as an integer: %v writes a float64 over a
+// million as 1.234567e+06.
+func integer(v any) any {
+	if f, ok := v.(float64); ok && f == float64(int64(f)) {
+		return int64(f)
+	}
+	return v
+}
+
 // streamSession prints a session's journal records: one line per decision
 // and per result (or the records as JSON lines with -o json).
 func streamSession(cmd *cobra.Command, g *globals, id string, follow bool, speed float64) error {
@@ -302,22 +321,22 @@ func streamSession(cmd *cobra.Command, g *globals, id string, follow bool, speed
 				fmt.Fprintf(out, "  -- %s", reason)
 			}
 			fmt.Fprintln(out)
-		case "statement_result":
-			res := fmt.Sprintf("%v rows", d["rows"])
-			if st, ok := d["sqlstate"].(string); ok {
-				res = "SQLSTATE " + st
+			// A statement that ended before the journal flushed it holds
+			// its result.
+			if res, ok := d["result"].(map[string]any); ok {
+				printResult(out, ts, r.Seq, res)
 			}
-			us, _ := d["duration_us"].(float64)
-			fmt.Fprintf(out, "%s     -> #%v %s in %v\n", ts, d["statement_seq"], res, time.Duration(us)*time.Microsecond)
+		case "statement_result":
+			printResult(out, ts, d["statement_seq"], d)
 		case "control_action":
 			fmt.Fprintf(out, "%s  %v by uid %v: %v\n", ts, d["action"], nameField(d["peer"]), d["reason"])
 		case "masking":
 			cols := append(strings.Fields(joinList(d["columns"])), strings.Fields(joinList(d["classifiers"]))...)
 			if len(cols) == 0 {
-				fmt.Fprintf(out, "%s     -> #%v masking applied: no masked column in the result\n", ts, d["statement_seq"])
+				fmt.Fprintf(out, "%s     -> #%v masking applied: no masked column in the result\n", ts, integer(d["statement_seq"]))
 				break
 			}
-			fmt.Fprintf(out, "%s     -> #%v masked %v values (%s)\n", ts, d["statement_seq"], d["values"], strings.Join(cols, ", "))
+			fmt.Fprintf(out, "%s     -> #%v masked %v values (%s)\n", ts, integer(d["statement_seq"]), integer(d["values"]), strings.Join(cols, ", "))
 		case "approval_requested":
 			fmt.Fprintf(out, "%s  approval %v requested: %v  -- %v\n", ts, d["request"], d["sql"], d["reason"])
 		case "approval_granted", "approval_denied", "approval_expired", "approval_abandoned":

@@ -40,13 +40,20 @@ type StatementRecord struct {
 	Record        string            `json:"record"`
 	PolicyVersion string            `json:"policy_version"`
 	Mask          []policy.MaskRule `json:"mask,omitempty"`
+	// Result is the outcome of a Query's statement or a FunctionCall that
+	// ended before the journal flushed the record (in batch durability,
+	// most do): the record is then amended to hold it, and no
+	// RecordStatementResult follows. Its session, statement_seq and
+	// protocol are the record's own, and not repeated.
+	Result *StatementResult `json:"result,omitempty"`
 }
 
-// StatementResult is the data of a RecordStatementResult record.
+// StatementResult is the data of a RecordStatementResult record, and the
+// result of a StatementRecord.
 type StatementResult struct {
-	Session    string   `json:"session"`
-	Statement  uint64   `json:"statement_seq"`
-	Protocol   string   `json:"protocol"`
+	Session    string   `json:"session,omitempty"`
+	Statement  uint64   `json:"statement_seq,omitempty"`
+	Protocol   string   `json:"protocol,omitempty"`
 	Portal     string   `json:"portal,omitempty"`
 	DurationUS int64    `json:"duration_us"`
 	Commands   []string `json:"commands,omitempty"`
@@ -70,6 +77,26 @@ func (j journalingDecider) Decide(ctx context.Context, s *l7.Session, r Request)
 	if !journalStatements {
 		return d
 	}
+	rec := statementRecord(s, r, d)
+	bp := getRecordBuf()
+	defer putRecordBuf(bp)
+	data, slot, err := rec.encode((*bp)[:0], nil)
+	*bp = data
+	seq := uint64(0)
+	if err != nil {
+		err = fmt.Errorf("audit: %s data: %w", RecordStatement, err)
+	} else {
+		seq, err = appendRecord(ctx, j.journal, RecordStatement, data)
+	}
+	if err != nil {
+		return Decision{Reason: fmt.Sprintf("the audit journal cannot be written, so nothing is let through: %v", errors.Unwrap(err))}
+	}
+	d.AuditSeq, d.auditResultAt = seq, slot
+	return d
+}
+
+// statementRecord is the record of decision d on request r.
+func statementRecord(s *l7.Session, r Request, d Decision) StatementRecord {
 	rec := StatementRecord{
 		Session:       s.ID,
 		Identity:      s.Workload.Name,
@@ -90,21 +117,7 @@ func (j journalingDecider) Decide(ctx context.Context, s *l7.Session, r Request)
 	if rec.Record == policy.RecordFull {
 		rec.SQL = r.SQL
 	}
-	bp := getRecordBuf()
-	defer putRecordBuf(bp)
-	data, err := rec.appendJSON((*bp)[:0])
-	*bp = data
-	seq := uint64(0)
-	if err != nil {
-		err = fmt.Errorf("audit: %s data: %w", RecordStatement, err)
-	} else {
-		seq, err = appendRecord(ctx, j.journal, RecordStatement, data)
-	}
-	if err != nil {
-		return Decision{Reason: fmt.Sprintf("the audit journal cannot be written, so nothing is let through: %v", errors.Unwrap(err))}
-	}
-	d.AuditSeq = seq
-	return d
+	return rec
 }
 
 // canonicalJournal is a journal that takes canonical JSON as it is
@@ -122,7 +135,16 @@ func appendRecord(ctx context.Context, j l7.Journal, typ string, data []byte) (u
 	return j.Append(ctx, typ, audit.Canonical(data))
 }
 
-var _ canonicalJournal = (*audit.Journal)(nil)
+// amendingJournal is a journal that can add to a record it has not yet
+// chained (*audit.Journal).
+type amendingJournal interface {
+	InsertCanonical(seq uint64, typ string, at int, fragment []byte) (bool, error)
+}
+
+var (
+	_ canonicalJournal = (*audit.Journal)(nil)
+	_ amendingJournal  = (*audit.Journal)(nil)
+)
 
 // recordBufs hold the encodings of records while they are appended.
 var recordBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
@@ -140,6 +162,16 @@ func putRecordBuf(b *[]byte) {
 // appendJSON appends rec's JSON in the audit journal's canonical encoding:
 // what json.Marshal writes, canonicalized, without either step.
 func (rec *StatementRecord) appendJSON(b []byte) ([]byte, error) {
+	b, _, err := rec.encode(b, rec.Result)
+	return b, err
+}
+
+// encode is appendJSON with result in place of rec.Result (a result in a
+// parameter stays on its caller's stack). It also returns where in the
+// record the result is, or goes when it is nil: the offset of its field
+// from the record's first byte.
+func (rec *StatementRecord) encode(b []byte, result *StatementResult) ([]byte, int, error) {
+	start := len(b)
 	b = append(b, `{"allow":`...)
 	b = strconv.AppendBool(b, rec.Allow)
 	if rec.FunctionOID != 0 {
@@ -158,7 +190,7 @@ func (rec *StatementRecord) appendJSON(b []byte) ([]byte, error) {
 			}
 			var err error
 			if b, err = appendMaskRule(b, &rec.Mask[i]); err != nil {
-				return b, err
+				return b, 0, err
 			}
 		}
 		b = append(b, ']')
@@ -169,13 +201,23 @@ func (rec *StatementRecord) appendJSON(b []byte) ([]byte, error) {
 	b = appendOptString(b, `,"reason":`, rec.Reason)
 	b = append(b, `,"record":`...)
 	b = audit.AppendString(b, rec.Record)
+	slot := len(b) - start
+	if result != nil {
+		b = appendResultField(b, result)
+	}
 	b = append(b, `,"session":`...)
 	b = audit.AppendString(b, rec.Session)
 	b = appendOptString(b, `,"sql":`, rec.SQL)
 	b = appendOptString(b, `,"statement":`, rec.Statement)
 	b = append(b, `,"target":`...)
 	b = audit.AppendString(b, rec.Target)
-	return append(b, '}'), nil
+	return append(b, '}'), slot, nil
+}
+
+// appendResultField appends the result field of a StatementRecord.
+func appendResultField(b []byte, result *StatementResult) []byte {
+	b = append(b, `,"result":`...)
+	return result.appendJSON(b)
 }
 
 // appendMaskRule appends m's canonical JSON. A rule with parameters of its
@@ -231,15 +273,15 @@ func (res *StatementResult) appendJSON(b []byte) []byte {
 	b = strconv.AppendInt(b, res.DurationUS, 10)
 	b = appendOptString(b, `,"error":`, res.Error)
 	b = appendOptString(b, `,"portal":`, res.Portal)
-	b = append(b, `,"protocol":`...)
-	b = audit.AppendString(b, res.Protocol)
+	b = appendOptString(b, `,"protocol":`, res.Protocol)
 	b = append(b, `,"rows":`...)
 	b = strconv.AppendInt(b, res.Rows, 10)
-	b = append(b, `,"session":`...)
-	b = audit.AppendString(b, res.Session)
+	b = appendOptString(b, `,"session":`, res.Session)
 	b = appendOptString(b, `,"sqlstate":`, res.SQLState)
-	b = append(b, `,"statement_seq":`...)
-	b = strconv.AppendUint(b, res.Statement, 10)
+	if res.Statement != 0 {
+		b = append(b, `,"statement_seq":`...)
+		b = strconv.AppendUint(b, res.Statement, 10)
+	}
 	if res.Suspended {
 		b = append(b, `,"suspended":true`...)
 	}
@@ -256,10 +298,6 @@ func (a auditRecorder) StatementDone(s *l7.Session, st Statement) {
 		return // never judged (skipped after an error): nothing ran
 	}
 	res := StatementResult{
-		Session:    s.ID,
-		Statement:  st.Decision.AuditSeq,
-		Protocol:   st.Protocol,
-		Portal:     st.Portal,
 		DurationUS: st.Duration.Microseconds(),
 		Commands:   st.Commands,
 		Rows:       st.Rows,
@@ -268,9 +306,26 @@ func (a auditRecorder) StatementDone(s *l7.Session, st Statement) {
 		Suspended:  st.Suspended,
 	}
 	bp := getRecordBuf()
+	defer putRecordBuf(bp)
+	if a.amend(st, &res, bp) {
+		return
+	}
+	res.Session, res.Statement, res.Protocol, res.Portal = s.ID, st.Decision.AuditSeq, st.Protocol, st.Portal
 	*bp = res.appendJSON((*bp)[:0])
 	appendRecord(context.Background(), a.journal, RecordStatementResult, *bp)
-	putRecordBuf(bp)
+}
+
+// amend writes the result of a Query's statement or a FunctionCall into
+// its statement record while the journal still queues that, and reports
+// whether it did: one record per statement instead of two.
+func (a auditRecorder) amend(st Statement, res *StatementResult, bp *[]byte) bool {
+	aj, ok := a.journal.(amendingJournal)
+	if !ok || st.Decision.auditResultAt == 0 || st.Protocol != ProtocolSimple && st.Protocol != ProtocolFunction {
+		return false
+	}
+	*bp = appendResultField((*bp)[:0], res)
+	done, _ := aj.InsertCanonical(st.Decision.AuditSeq, RecordStatement, st.Decision.auditResultAt, *bp)
+	return done
 }
 
 func (auditRecorder) SessionEnd(*l7.Session, SessionFacts, error) {}

@@ -12,8 +12,10 @@ import (
 )
 
 // BenchmarkJournalStatement is the journal's work for one simple-protocol
-// statement of pgbench -S: its decision record and its result record, in
-// batch mode, with an allow-everything decider.
+// statement of pgbench -S: its decision record, and its result inserted
+// into that record while the journal queues it, in batch mode, with an
+// allow-everything decider. The flusher's work (the line, the hash, the
+// write) runs beside it.
 func BenchmarkJournalStatement(b *testing.B) {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {

@@ -60,19 +60,53 @@ func FuzzRecordJSON(f *testing.F) {
 		if got, want := res.appendJSON(nil), canonical(t, res); !bytes.Equal(got, want) {
 			t.Fatalf("StatementResult:\n got %s\nwant %s", got, want)
 		}
+		// A statement record holding its result, which leaves out what the
+		// record says: encoded with it, or inserted where encode said.
+		res.Session, res.Statement, res.Protocol, res.Portal = "", 0, "", ""
+		plain, slot, err := rec.encode(nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inserted := append(appendResultField(append([]byte(nil), plain[:slot]...), &res), plain[slot:]...)
+		rec.Result = &res
+		got, err = rec.appendJSON(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := canonical(t, rec)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("StatementRecord with its result:\n got %s\nwant %s", got, want)
+		}
+		if !bytes.Equal(inserted, want) {
+			t.Fatalf("StatementRecord with its result inserted at %d:\n got %s\nwant %s", slot, inserted, want)
+		}
 	})
 }
 
 // TestStatementRecordsVerify journals decisions and results through a real
 // journal and verifies it: the records the engine encodes by hand must
-// verify, and hold what json.Marshal would have written.
+// verify, and hold what json.Marshal would have written. A statement that
+// ends while the journal still queues its record (batch) holds its result;
+// else (strict, or a flush in between) a statement_result record follows.
 func TestStatementRecordsVerify(t *testing.T) {
+	for _, mode := range []struct {
+		name       string
+		durability audit.Durability
+		flush      bool // sync the journal between the decision and the result
+	}{{"strict", audit.Strict, false}, {"batch", audit.Batch, false}, {"batch flushed", audit.Batch, true}} {
+		t.Run(mode.name, func(t *testing.T) {
+			testStatementRecords(t, mode.durability, mode.flush)
+		})
+	}
+}
+
+func testStatementRecords(t *testing.T, durability audit.Durability, flush bool) {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	j, err := audit.Open(dir, audit.Options{PrivateKey: priv, Durability: audit.Strict})
+	j, err := audit.Open(dir, audit.Options{PrivateKey: priv, Durability: durability, FlushInterval: time.Hour, SyncInterval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,22 +116,39 @@ func TestStatementRecordsVerify(t *testing.T) {
 		return Decision{Allow: !strings.Contains(r.SQL, "deny"), Reason: "no <deny> \"here\"", Mask: mask, PolicyVersion: "v1"}
 	})}
 	rec := auditRecorder{journal: j}
+	merged := durability == audit.Batch && !flush
 	var want [][]byte
-	for _, sql := range []string{"SELECT 1", "SELECT 'é\u2028\x01\xff' -- deny", "INSERT INTO t VALUES ('a\tb')"} {
-		d := dec.Decide(t.Context(), s, Request{Kind: KindStatement, Protocol: ProtocolSimple, SQL: sql})
+	for _, sql := range []string{"SELECT 1", "SELECT 'é\u2028\x01\xff' -- deny", "INSERT INTO t VALUES ('a\tb')", ""} {
+		req := Request{Kind: KindStatement, Protocol: ProtocolSimple, SQL: sql}
+		if sql == "" {
+			req.Protocol, req.FunctionOID = ProtocolFunction, 1598
+		}
+		d := dec.Decide(t.Context(), s, req)
 		if d.AuditSeq == 0 {
 			t.Fatalf("%q: not journaled: %+v", sql, d)
 		}
-		want = append(want, canonical(t, StatementRecord{Session: s.ID, Identity: s.Workload.Name, Target: s.Target.Name,
-			Kind: KindStatement, Protocol: ProtocolSimple, SQL: sql, Allow: d.Allow, Reason: d.Reason, Record: policy.RecordFull,
-			PolicyVersion: "v1", Mask: mask}))
-		st := Statement{Protocol: ProtocolSimple, SQL: sql, Decision: d, Duration: 1500 * time.Microsecond, Commands: []string{"SELECT 1"}, Rows: 1}
+		if flush {
+			if err := j.Sync(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		st := Statement{Protocol: req.Protocol, SQL: sql, FunctionOID: req.FunctionOID, Decision: d, Duration: 1500 * time.Microsecond, Commands: []string{"SELECT 1"}, Rows: 1}
 		if !d.Allow {
 			st.SQLState, st.Error, st.Commands, st.Rows = codeInsufficientPrivilege, denialMessage(d.Reason), nil, 0
 		}
 		rec.StatementDone(s, st)
-		want = append(want, canonical(t, StatementResult{Session: s.ID, Statement: d.AuditSeq, Protocol: ProtocolSimple,
-			DurationUS: 1500, Commands: st.Commands, Rows: st.Rows, SQLState: st.SQLState, Error: st.Error}))
+		stmtRec := StatementRecord{Session: s.ID, Identity: s.Workload.Name, Target: s.Target.Name,
+			Kind: KindStatement, Protocol: req.Protocol, SQL: sql, FunctionOID: req.FunctionOID, Allow: d.Allow, Reason: d.Reason, Record: policy.RecordFull,
+			PolicyVersion: "v1", Mask: mask}
+		res := StatementResult{DurationUS: 1500, Commands: st.Commands, Rows: st.Rows, SQLState: st.SQLState, Error: st.Error}
+		if merged {
+			stmtRec.Result = &res
+			want = append(want, canonical(t, stmtRec))
+			continue
+		}
+		want = append(want, canonical(t, stmtRec))
+		res.Session, res.Statement, res.Protocol = s.ID, d.AuditSeq, req.Protocol
+		want = append(want, canonical(t, res))
 	}
 	if err := j.Close(); err != nil {
 		t.Fatal(err)

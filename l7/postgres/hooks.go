@@ -61,6 +61,9 @@ type Decision struct {
 	// AuditSeq is the sequence number of the decision's audit record (0
 	// when no journal is kept).
 	AuditSeq uint64
+	// auditResultAt is where the record's result field goes (0: unknown),
+	// should the statement end while the journal still queues the record.
+	auditResultAt int
 
 	// mask is what masking found before the statement ran (nil: nothing
 	// to mask).
