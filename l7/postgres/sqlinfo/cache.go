@@ -88,10 +88,8 @@ func (a *Analyzer) Analyze(sql string) ([]Statement, error) {
 	}
 	a.mu.Unlock()
 
-	if err := check(sql, a.limits); err != nil {
-		a.mu.Lock()
-		a.misses++
-		a.mu.Unlock()
+	if err := checkText(sql, a.limits); err != nil {
+		a.refused()
 		return nil, err
 	}
 	n := getNormalized()
@@ -111,9 +109,17 @@ func (a *Analyzer) Analyze(sql string) ([]Statement, error) {
 			known = t == nil
 		}
 	}
-	a.misses++
 	a.mu.Unlock()
 
+	// The depth cap guards the parser; a text that fits a template is not
+	// parsed (it has the template's structure, and so its depth).
+	if err := checkDepth(sql, a.limits); err != nil {
+		a.refused()
+		return nil, err
+	}
+	a.mu.Lock()
+	a.misses++
+	a.mu.Unlock()
 	stmts, tree, consts, err := parse(sql, keyed && !known)
 	if err != nil && !errors.Is(err, ErrSyntax) {
 		return nil, err
@@ -128,6 +134,13 @@ func (a *Analyzer) Analyze(sql string) ([]Statement, error) {
 		a.store(&a.literal, e)
 	}
 	return stmts, err
+}
+
+// refused counts a text the Limits refused as a miss.
+func (a *Analyzer) refused() {
+	a.mu.Lock()
+	a.misses++
+	a.mu.Unlock()
 }
 
 // AnalyzeOne is the package's AnalyzeOne with a's Limits and caches.

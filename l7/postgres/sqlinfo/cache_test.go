@@ -155,3 +155,30 @@ func TestAnalyzerConcurrent(t *testing.T) {
 		t.Errorf("Stats = %+v", s)
 	}
 }
+
+// TestTemplateHitsKeepDepthCap: a text answered from a literal template is
+// not scanned for depth (the parser never sees it), so its answer must be
+// what the capped, uncached analysis gives: texts differing from an
+// accepted one only in constants are as deep as it, and those nested
+// deeper than the cap never fit its template.
+func TestTemplateHitsKeepDepthCap(t *testing.T) {
+	limits := Limits{MaxDepth: 6}
+	a := NewAnalyzer(limits, 16)
+	primed := "SELECT ((a + 1) * (b - 2)) FROM t WHERE c = 'x' AND d IN (1, 2)"
+	if _, err := a.Analyze(primed); err != nil {
+		t.Fatalf("primed: %v", err)
+	}
+	for _, sql := range []string{
+		"SELECT ((a + 7) * (b - 9)) FROM t WHERE c = '((((((((' AND d IN (3, 4)",
+		"SELECT ((a + 1) * (b - 2)) FROM t WHERE c = ')))))))' AND d IN (1, 2)",
+		"SELECT ((a + ((((((((1)))))))) * (b - 2)) FROM t WHERE c = 'x' AND d IN (1, 2)",
+		"SELECT ((a + 1) * (b - 2)) FROM t WHERE c = 'x' AND d IN (1, (((((((((2))))))))))",
+	} {
+		got, err := a.Analyze(sql)
+		want, wantErr := analyze(sql, limits.withDefaults())
+		equalResult(t, primed, sql, got, err, want, wantErr)
+	}
+	if s := a.Stats(); s.LiteralHits != 2 {
+		t.Errorf("Stats = %+v: want the two constant variants answered from the template", s)
+	}
+}

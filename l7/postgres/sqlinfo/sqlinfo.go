@@ -157,6 +157,15 @@ func one(stmts []Statement, err error) (Statement, error) {
 
 // check applies the caps that must hold before the parser sees sql.
 func check(sql string, l Limits) error {
+	if err := checkText(sql, l); err != nil {
+		return err
+	}
+	return checkDepth(sql, l)
+}
+
+// checkText applies the caps on sql's size and bytes, which hold whether
+// or not the parser sees it.
+func checkText(sql string, l Limits) error {
 	if len(sql) > l.MaxBytes {
 		return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(sql), l.MaxBytes)
 	}
@@ -176,6 +185,11 @@ func check(sql string, l Limits) error {
 		}
 		return fmt.Errorf("%w: byte 0x%02x at offset %d", ErrEncoding, sql[i], i)
 	}
+	return nil
+}
+
+// checkDepth caps sql's nesting, which would crash the parser.
+func checkDepth(sql string, l Limits) error {
 	if depthExceeds(sql, l.MaxDepth) {
 		return fmt.Errorf("%w: limit %d", ErrTooDeep, l.MaxDepth)
 	}
