@@ -30,37 +30,33 @@ var watchStarting func()
 // errClientGone ends a decision whose client went away.
 var errClientGone = errors.New("the client went away")
 
-// clientWatch watches the client while a decision runs, after
-// watchAfter: one per relay, its timer reused from decision to decision, so
-// that a quick decision costs no allocation. A timer that fires late (its
-// decision ended) finds nothing to watch, or the next decision, which it
-// may watch early: never two watches at once.
+// clientWatch watches the client while a decision runs, once it has run
+// watchAfter: one per relay, reused from decision to decision, so that a
+// quick decision costs two uncontended locks and nothing else. The
+// watchdog starts the watches.
 type clientWatch struct {
-	r *relay      // set by newRelay
-	t *time.Timer // made by the first begin
+	r *relay // set by newRelay
 
 	mu      sync.Mutex
-	active  bool // a decision runs
-	started bool // its watch runs (done closes when it returns)
+	active  bool      // a decision runs
+	since   time.Time // when it began
+	started bool      // its watch runs (done closes when it returns)
 	stop    context.CancelCauseFunc
 	done    chan struct{}
 }
 
 // begin watches the client, after watchAfter, until end; stop ends the
 // decision when the client is gone.
-func (w *clientWatch) begin(stop context.CancelCauseFunc) {
-	if w.t == nil {
-		w.t = time.AfterFunc(time.Hour, w.fire)
-	}
+func (w *clientWatch) begin(stop context.CancelCauseFunc, now time.Time) {
 	w.mu.Lock()
-	w.active, w.started, w.stop = true, false, stop
+	w.active, w.started, w.stop, w.since = true, false, stop, now
 	w.mu.Unlock()
-	w.t.Reset(watchAfter)
 }
 
-func (w *clientWatch) fire() {
+// due starts the watch when the decision has run watchAfter at now.
+func (w *clientWatch) due(now time.Time) {
 	w.mu.Lock()
-	if !w.active || w.started {
+	if !w.active || w.started || now.Sub(w.since) < watchAfter {
 		w.mu.Unlock()
 		return
 	}
@@ -68,11 +64,64 @@ func (w *clientWatch) fire() {
 	w.done = make(chan struct{})
 	stop, done := w.stop, w.done
 	w.mu.Unlock()
-	defer close(done)
-	if watchStarting != nil {
-		watchStarting()
+	go func() {
+		defer close(done)
+		if watchStarting != nil {
+			watchStarting()
+		}
+		w.r.watch(stop)
+	}()
+}
+
+// watchdog starts the watches of the decisions that outlast watchAfter.
+// One goroutine looks at every relay's watch each watchAfter/2, while
+// there are relays: a timer armed and stopped for each decision would cost
+// more, and wake a sleeping netpoller each time it is armed.
+type watchdog struct {
+	mu      sync.Mutex
+	watches map[*clientWatch]struct{}
+	running bool
+}
+
+// watchdogs serves every relay of the process.
+var watchdogs watchdog
+
+// add makes d look at w until remove.
+func (d *watchdog) add(w *clientWatch) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.watches == nil {
+		d.watches = make(map[*clientWatch]struct{})
 	}
-	w.r.watch(stop)
+	d.watches[w] = struct{}{}
+	if !d.running {
+		d.running = true
+		go d.run()
+	}
+}
+
+func (d *watchdog) remove(w *clientWatch) {
+	d.mu.Lock()
+	delete(d.watches, w)
+	d.mu.Unlock()
+}
+
+// run looks at the watches until none is left.
+func (d *watchdog) run() {
+	t := time.NewTicker(watchAfter / 2)
+	defer t.Stop()
+	for now := range t.C {
+		d.mu.Lock()
+		if len(d.watches) == 0 {
+			d.running = false
+			d.mu.Unlock()
+			return
+		}
+		for w := range d.watches {
+			w.due(now)
+		}
+		d.mu.Unlock()
+	}
 }
 
 // end ends the watch; the client loop may read again once it returned.
@@ -82,7 +131,6 @@ func (w *clientWatch) end() {
 	started, done := w.started, w.done
 	w.stop = nil
 	w.mu.Unlock()
-	w.t.Stop()
 	if !started {
 		return
 	}

@@ -210,6 +210,9 @@ func (r *relay) run(ctx context.Context) error {
 	defer cancel()
 	r.ctx = ctx
 
+	watchdogs.add(&r.watcher)
+	defer watchdogs.remove(&r.watcher)
+
 	results := make(chan error, 2)
 	go func() { results <- r.clientLoop() }()
 	go func() { results <- r.serverLoop() }()
@@ -523,7 +526,7 @@ func (r *relay) decide(q *request, req Request) error {
 		r.cancel.deciding.Store(&r.decision.stop)
 		defer r.cancel.deciding.Store(nil)
 	}
-	r.watcher.begin(stop)
+	r.watcher.begin(stop, time.Now())
 	q.dec = r.e.decider.Decide(ctx, r.s, req)
 	r.watcher.end()
 	if errors.Is(context.Cause(ctx), errClientGone) && r.ctx.Err() == nil {
