@@ -41,7 +41,8 @@ type relay struct {
 	cw     *msgWriter // writes the client: the server loop's
 
 	mu    sync.Mutex
-	queue []*request // sent upstream, awaiting responses, in order
+	queue []*request // sent upstream, awaiting responses, in order: queue[qhead:]
+	qhead int        // the oldest's index; the array is reused once all are answered
 
 	drained time.Time // when the queue was last emptied (with idle timeout); under mu
 
@@ -64,6 +65,7 @@ type relay struct {
 	stmts     map[string]*stmtInfo   // prepared statements by name
 	portals   map[string]*portalInfo // portals by name
 	lastFatal bool                   // the last message to the client was a FATAL error
+	lastTag   string                 // the last command tag (tag)
 	sm        serverMsgs             // decoders of the server messages it reads
 }
 
@@ -132,6 +134,7 @@ type request struct {
 	wants     int8    // whether the RowHook wants result: 0 not asked yet, 1 yes, -1 no
 	index     int     // Query: statements of it that completed so far
 	commands  []string
+	command1  [1]string // holds commands when there is one
 	rows      int64
 	code, msg string
 	suspended bool
@@ -473,7 +476,7 @@ func (r *relay) fromClient(typ byte, frame, body []byte) error {
 func (r *relay) idleSince() (time.Time, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.queue) > 0 {
+	if len(r.queue) > r.qhead {
 		return time.Time{}, false
 	}
 	if r.clientIn.last.After(r.drained) {
@@ -608,6 +611,13 @@ func upstreamWriteError(err error) error {
 
 func (r *relay) push(q *request) {
 	r.mu.Lock()
+	if r.qhead > 0 && len(r.queue) == cap(r.queue) {
+		// Full, with answered ones in front (a client that pipelines
+		// without pause): move the rest down rather than grow.
+		n := copy(r.queue, r.queue[r.qhead:])
+		clear(r.queue[n:])
+		r.queue, r.qhead = r.queue[:n], 0
+	}
 	r.queue = append(r.queue, q)
 	r.mu.Unlock()
 }
@@ -616,19 +626,19 @@ func (r *relay) push(q *request) {
 func (r *relay) head() *request {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.queue) == 0 {
+	if r.qhead == len(r.queue) {
 		return nil
 	}
-	return r.queue[0]
+	return r.queue[r.qhead]
 }
 
 // pop removes the head.
 func (r *relay) pop() {
 	r.mu.Lock()
-	r.queue[0] = nil
-	r.queue = r.queue[1:]
-	if len(r.queue) == 0 {
-		r.queue = nil
+	r.queue[r.qhead] = nil
+	r.qhead++
+	if r.qhead == len(r.queue) {
+		r.queue, r.qhead = r.queue[:0], 0
 		if r.e.idleTimeout > 0 {
 			r.drained = time.Now()
 		}
@@ -641,13 +651,16 @@ func (r *relay) pop() {
 func (r *relay) skipToSync() []*request {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	i := 0
+	i := r.qhead
 	for i < len(r.queue) && r.queue[i].kind != 'S' {
 		i++
 	}
-	skipped := append([]*request(nil), r.queue[:i]...)
-	clear(r.queue[:i])
-	r.queue = r.queue[i:]
+	skipped := append([]*request(nil), r.queue[r.qhead:i]...)
+	clear(r.queue[r.qhead:i])
+	r.qhead = i
+	if r.qhead == len(r.queue) {
+		r.queue, r.qhead = r.queue[:0], 0
+	}
 	return skipped
 }
 
@@ -715,11 +728,11 @@ func (r *relay) fromServer(typ byte, body []byte) (encoder, error) {
 		}
 		switch h.kind {
 		case 'Q':
-			h.addCommand(m.complete.CommandTag)
+			h.addCommand(r.tag(m.complete.CommandTag))
 			h.nextResult()
 		case 'E':
 			r.pop()
-			h.addCommand(m.complete.CommandTag)
+			h.addCommand(r.tag(m.complete.CommandTag))
 			r.recordExecute(h)
 		}
 		return nil, nil
@@ -1058,8 +1071,19 @@ func (r *relay) readyForQuery(status byte) {
 	}
 }
 
-func (q *request) addCommand(tag []byte) {
-	t := string(tag)
+// tag returns a command tag as a string: the last one again when it is
+// the same (a service sends the same statements, so mostly it is).
+func (r *relay) tag(b []byte) string {
+	if string(b) != r.lastTag {
+		r.lastTag = string(b)
+	}
+	return r.lastTag
+}
+
+func (q *request) addCommand(t string) {
+	if q.commands == nil {
+		q.commands = q.command1[:0]
+	}
 	q.commands = append(q.commands, t)
 	if i := strings.LastIndexByte(t, ' '); i > 0 {
 		if n, err := strconv.ParseInt(t[i+1:], 10, 64); err == nil {
