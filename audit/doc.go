@@ -45,9 +45,14 @@
 //
 // # Durability and failure
 //
-// Batch durability buffers records and a flusher writes and syncs them
-// every few milliseconds (group commit); Strict returns from Append only
-// once the record is synced, with concurrent appends sharing a sync. A
+// Append gives a record its seq and time and queues its data; the flusher
+// makes the lines, chaining each to the one before it, and signs the
+// checkpoints, so appends contend only for a copy. Until the flusher takes
+// it, a queued record may take a field in (InsertCanonical): a statement's
+// outcome, when it ends that soon. Batch durability writes and syncs the
+// queue every Options.FlushInterval (group commit); Strict returns from
+// Append only once the record is synced, with concurrent appends sharing a
+// sync. A
 // failed write is cut back to the last synced byte and the journal refuses
 // appends (ErrUnavailable) until a retry succeeds; what was accepted is
 // kept and written then, followed by a recovery record saying how many
