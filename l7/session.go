@@ -40,6 +40,9 @@ type Session struct {
 	attrs  map[string]string
 	claims map[string]any
 	cancel context.CancelCauseFunc
+
+	dstOnce sync.Once
+	dst     string // Origin.Dst as a string (dstString)
 }
 
 // SetClaims records the verified claims of a token the connection carried.
@@ -127,9 +130,23 @@ func (s *Session) Finish(t time.Time) { s.end.CompareAndSwap(nil, &t) }
 // way: the identity (with token claims), the target as dialled and the
 // session id. Engines add the session's protocol facts and the request.
 func (s *Session) PolicyInput() policy.Input {
-	in := policy.Input{Identity: s.Identity(), Session: policy.Session{ID: s.ID}}
+	return s.PolicyInputAs(s.Identity())
+}
+
+// PolicyInputAs is PolicyInput with id as the identity: a form of the
+// session's identity the engine prepared for the policy once
+// (policy.PrepareIdentity), so that a statement's input neither copies nor
+// boxes the workload again.
+func (s *Session) PolicyInputAs(id any) policy.Input {
+	in := policy.Input{Identity: id, Session: policy.Session{ID: s.ID}}
 	if s.Target != nil {
-		in.Target = policy.Target{Name: s.Target.Name, Protocol: s.Target.Protocol, Address: s.Origin.Dst.String()}
+		in.Target = policy.Target{Name: s.Target.Name, Protocol: s.Target.Protocol, Address: s.dstString()}
 	}
 	return in
+}
+
+// dstString returns the address the client dialled, formatted once.
+func (s *Session) dstString() string {
+	s.dstOnce.Do(func() { s.dst = s.Origin.Dst.String() })
+	return s.dst
 }

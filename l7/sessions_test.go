@@ -192,3 +192,27 @@ func TestTableConcurrent(t *testing.T) {
 		t.Errorf("Recent: got %d; want 50", got)
 	}
 }
+
+// TestPolicyInput: the input every engine starts from, with the session's
+// identity or one the engine prepared, and the dialled address.
+func TestPolicyInput(t *testing.T) {
+	s := newSession("s_1")
+	s.Target = &config.Target{Name: "orders-db", Protocol: "postgres"}
+	s.Origin = redirect.Origin{Dst: netip.MustParseAddrPort("127.77.0.5:5432")}
+	s.Workload = identity.Workload{Name: "billing", Known: true}
+	s.SetClaims(map[string]any{"sub": "ci"})
+
+	in := s.PolicyInput()
+	w, ok := in.Identity.(identity.Workload)
+	if !ok || w.Name != "billing" || w.Claims["sub"] != "ci" {
+		t.Errorf("identity = %#v; want the workload with its claims", in.Identity)
+	}
+	if in.Session.ID != "s_1" || in.Target.Name != "orders-db" || in.Target.Protocol != "postgres" || in.Target.Address != "127.77.0.5:5432" {
+		t.Errorf("input = %+v", in)
+	}
+	prepared := &struct{ name string }{"prepared"}
+	as := s.PolicyInputAs(prepared)
+	if as.Identity != any(prepared) || as.Target != in.Target || as.Session.ID != in.Session.ID {
+		t.Errorf("PolicyInputAs = %+v; want %+v with the prepared identity", as, in)
+	}
+}

@@ -36,9 +36,11 @@ var _ Decider = PolicyDecider{}
 
 // Decide implements Decider.
 func (p PolicyDecider) Decide(ctx context.Context, s *l7.Session, r Request) Decision {
-	in := s.PolicyInput()
+	var in policy.Input
 	if r.prepared != nil && r.Kind == KindStatement {
-		in.Identity = r.prepared.identity(p.Policy, in.Identity)
+		in = s.PolicyInputAs(r.prepared.identity(p.Policy, s))
+	} else {
+		in = s.PolicyInput()
 	}
 	in.Session.Database = r.Facts.Database
 	in.Session.User = r.Facts.User
@@ -173,13 +175,14 @@ type preparedIdentity struct {
 	id      *policy.PreparedIdentity
 }
 
-// identity returns the prepared form of id, the session's identity.
-func (pi *preparedIdentity) identity(p l7.Policy, id any) any {
+// identity returns the prepared form of the session's identity.
+func (pi *preparedIdentity) identity(p l7.Policy, s *l7.Session) any {
 	version := ""
 	if v, ok := p.(interface{ Version() string }); ok {
 		version = v.Version()
 	}
 	if pi.id == nil || pi.version != version {
+		id := s.Identity()
 		prep, err := policy.PrepareIdentity(id)
 		if err != nil {
 			return id // the policy engine says what is wrong with it
