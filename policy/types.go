@@ -63,8 +63,11 @@ type Request struct {
 
 // Table is one table a statement touches and how.
 type Table struct {
+	// Schema is the schema the statement qualifies the name with, or ""
+	// when it does not.
 	Schema string `json:"schema"`
-	Name   string `json:"name"`
+	// Name is the relation's name as PostgreSQL reads it.
+	Name string `json:"name"`
 	// Access is "select", "insert", "update", "delete", ...
 	Access string `json:"access"`
 }

@@ -81,12 +81,9 @@ func (p PolicyDecider) Decide(ctx context.Context, s *l7.Session, r Request) Dec
 			SQL:         st.SQL,
 			Fingerprint: st.Fingerprint,
 			Commands:    st.Commands,
+			Tables:      st.Tables, // never nil: the policy sees [] for none
 			Functions:   st.Functions,
 			ReadOnly:    st.ReadOnly,
-		}
-		in.Request.Tables = make([]policy.Table, len(st.Tables))
-		for j, t := range st.Tables {
-			in.Request.Tables[j] = policy.Table{Schema: t.Schema, Name: t.Name, Access: t.Access}
 		}
 		pd := p.Policy.Decide(ctx, in)
 		d := fromPolicy(pd)

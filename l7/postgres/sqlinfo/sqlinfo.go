@@ -8,6 +8,8 @@ import (
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 	"github.com/pganalyze/pg_query_go/v6/parser"
+
+	"github.com/tollgate-dev/tollgate/policy"
 )
 
 // Statement is what the policy sees of one SQL statement (the policy input's
@@ -31,17 +33,13 @@ type Statement struct {
 	ReadOnly bool `json:"read_only"`
 }
 
-// Table is one relation a statement names, with how it uses it.
-type Table struct {
-	// Schema is the schema the statement qualifies the name with, or "" when
-	// it does not (the session's search_path decides).
-	Schema string `json:"schema"`
-	// Name is the relation's name, exactly as PostgreSQL reads it (folded to
-	// lower case unless quoted).
-	Name string `json:"name"`
-	// Access is one of the Access* constants.
-	Access string `json:"access"`
-}
+// Table is one relation a statement names, with how it uses it: the
+// policy input's table, so that a statement's tables go into the input as
+// they are. Schema is the schema the statement qualifies the name with, or
+// "" when it does not (the session's search_path decides); Name the
+// relation's name, exactly as PostgreSQL reads it (folded to lower case
+// unless quoted); Access one of the Access* constants.
+type Table = policy.Table
 
 // Access kinds of Table.Access; the package documentation defines each.
 const (
