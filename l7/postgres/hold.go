@@ -32,8 +32,8 @@ var errClientGone = errors.New("the client went away")
 
 // clientWatch watches the client while a decision runs, once it has run
 // watchAfter: one per relay, reused from decision to decision, so that a
-// quick decision costs two uncontended locks and nothing else. The
-// watchdog starts the watches.
+// quick decision costs a few locks and nothing else. The watchdog starts
+// the watches.
 type clientWatch struct {
 	r *relay // set by newRelay
 
@@ -51,6 +51,7 @@ func (w *clientWatch) begin(stop context.CancelCauseFunc, now time.Time) {
 	w.mu.Lock()
 	w.active, w.started, w.stop, w.since = true, false, stop, now
 	w.mu.Unlock()
+	watchdogs.add(w)
 }
 
 // due starts the watch when the decision has run watchAfter at now.
@@ -74,8 +75,8 @@ func (w *clientWatch) due(now time.Time) {
 }
 
 // watchdog starts the watches of the decisions that outlast watchAfter.
-// One goroutine looks at every relay's watch each watchAfter/2, while
-// there are relays: a timer armed and stopped for each decision would cost
+// One goroutine looks at the running decisions each watchAfter/2, while
+// there are any: a timer armed and stopped for each decision would cost
 // more, and wake a sleeping netpoller each time it is armed.
 type watchdog struct {
 	mu      sync.Mutex
@@ -126,6 +127,7 @@ func (d *watchdog) run() {
 
 // end ends the watch; the client loop may read again once it returned.
 func (w *clientWatch) end() {
+	watchdogs.remove(w)
 	w.mu.Lock()
 	w.active = false
 	started, done := w.started, w.done

@@ -213,9 +213,6 @@ func (r *relay) run(ctx context.Context) error {
 	defer cancel()
 	r.ctx = ctx
 
-	watchdogs.add(&r.watcher)
-	defer watchdogs.remove(&r.watcher)
-
 	results := make(chan error, 2)
 	go func() { results <- r.clientLoop() }()
 	go func() { results <- r.serverLoop() }()
