@@ -27,7 +27,17 @@ var _ RowHook = (*masking)(nil)
 var _ Recorder = (*masking)(nil)
 
 // Wants reports results whose decision has mask rules.
-func (m *masking) Wants(r *Result) bool { return r.Decision.mask != nil }
+func (m *masking) Wants(r *Result) bool { return m.wantsDecision(&r.Decision) }
+
+func (m *masking) wantsDecision(d *Decision) bool { return d.mask != nil }
+
+// decisionWanter is a RowHook whose Wants reads only the result's
+// decision: the relay asks it before it makes a Result of a Query's.
+type decisionWanter interface {
+	wantsDecision(d *Decision) bool
+}
+
+var _ decisionWanter = (*masking)(nil)
 
 // OnRowDescription works out what to do to each column of the result; the
 // description itself goes unchanged (masked values keep their types).

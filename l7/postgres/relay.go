@@ -1106,6 +1106,14 @@ func (r *relay) rowsResult(h *request) *Result {
 		}
 		return res
 	}
+	if h.result == nil && h.wants == 0 && h.kind == 'Q' {
+		if w, ok := r.e.rows.(decisionWanter); ok && !w.wantsDecision(&h.dec) {
+			h.wants = -1 // known from the decision: no Result to make
+		}
+	}
+	if h.wants < 0 {
+		return nil
+	}
 	if h.result == nil {
 		switch {
 		case h.kind == 'Q':
