@@ -28,6 +28,7 @@ type pgResult struct {
 	p50, p99 time.Duration
 	txs      int64         // transactions of the TPS runs
 	cpu      time.Duration // the proxy's CPU time in the TPS runs
+	machine  machineUse    // the whole machine's in the TPS runs
 	syscalls int64         // the proxy's read and write system calls in the TPS runs
 }
 
@@ -173,7 +174,7 @@ func runPG(seconds, rounds int, baselineBin, perfDir string) error {
 	}
 
 	fmt.Printf("\npgbench -S (select-only), scale 10, %ds per run, PostgreSQL 15, %s\n", seconds, time.Now().Format(time.RFC3339))
-	fmt.Printf("%-10s %-9s %12s %12s %12s %12s %14s %14s\n", "mode", "path", "TPS c=8", "p50 c=1", "p99 c=1", "TPS vs direct", "proxy CPU/tx", "read+write/tx")
+	fmt.Printf("%-10s %-9s %12s %12s %12s %12s %14s %14s %16s\n", "mode", "path", "TPS c=8", "p50 c=1", "p99 c=1", "TPS vs direct", "proxy CPU/tx", "read+write/tx", "machine CPU/tx")
 	for _, mode := range []string{"simple", "prepared"} {
 		res := map[string]pgResult{}
 		// Interleave paths, rounds times, so drift in machine load hits
@@ -185,13 +186,14 @@ func runPG(seconds, rounds int, baselineBin, perfDir string) error {
 				slices.Reverse(order)
 			}
 			for _, p := range order {
-				before := sampleProc(p.pid)
+				before, mBefore := sampleProc(p.pid), sampleMachine()
 				run, err := pgbenchTPS(p.g, work, p.host, p.port, password, mode, 8, seconds/2)
 				if err != nil {
 					return fmt.Errorf("%s %s: %w", p.name, mode, err)
 				}
-				used := sampleProc(p.pid).sub(before)
+				used, mUsed := sampleProc(p.pid).sub(before), sampleMachine().sub(mBefore)
 				r := res[p.name]
+				r.machine = r.machine.add(mUsed)
 				r.tps += run.tps / float64(rounds)
 				r.txs += run.txs
 				r.cpu += used.cpu
@@ -217,7 +219,7 @@ func runPG(seconds, rounds int, baselineBin, perfDir string) error {
 			if r.syscalls > 0 {
 				sys = fmt.Sprintf("%.2f", float64(r.syscalls)/float64(r.txs))
 			}
-			fmt.Printf("%-10s %-9s %12.0f %12v %12v %11.2fx %14s %14s\n", mode, p.name, r.tps, r.p50, r.p99, r.tps/res["direct"].tps, cpu, sys)
+			fmt.Printf("%-10s %-9s %12.0f %12v %12v %11.2fx %14s %14s %16s\n", mode, p.name, r.tps, r.p50, r.p99, r.tps/res["direct"].tps, cpu, sys, r.machine.perTx(r.txs))
 		}
 		fmt.Printf("%-10s tollgate/pgbouncer TPS %.2fx; tollgate adds %v p50 over direct at 1 client\n",
 			mode, res["tollgate"].tps/res["pgbouncer"].tps, res["tollgate"].p50-res["direct"].p50)
@@ -227,11 +229,11 @@ func runPG(seconds, rounds int, baselineBin, perfDir string) error {
 		on, off := res["tollgate"], res["noaudit"]
 		if b, ok := res["baseline"]; ok {
 			t := res["tollgate"]
-			fmt.Printf("%-10s this build vs -baseline %s: %.0f vs %.0f TPS, %.2fx (agent CPU/tx %s vs %s)\n",
-				mode, filepath.Base(baselineBin), t.tps, b.tps, t.tps/b.tps, perTx(t.cpu, t.txs), perTx(b.cpu, b.txs))
+			fmt.Printf("%-10s this build vs -baseline %s: %.0f vs %.0f TPS, %.2fx (agent CPU/tx %s vs %s; machine %s vs %s)\n",
+				mode, filepath.Base(baselineBin), t.tps, b.tps, t.tps/b.tps, perTx(t.cpu, t.txs), perTx(b.cpu, b.txs), t.machine.perTx(t.txs), b.machine.perTx(b.txs))
 		}
-		fmt.Printf("%-10s audit journal on vs off (benchnoaudit build): %.0f vs %.0f TPS, %.2fx (agent CPU/tx %s vs %s)\n",
-			mode, on.tps, off.tps, on.tps/off.tps, perTx(on.cpu, on.txs), perTx(off.cpu, off.txs))
+		fmt.Printf("%-10s audit journal on vs off (benchnoaudit build): %.0f vs %.0f TPS, %.2fx (agent CPU/tx %s vs %s; machine %s vs %s)\n",
+			mode, on.tps, off.tps, on.tps/off.tps, perTx(on.cpu, on.txs), perTx(off.cpu, off.txs), on.machine.perTx(on.txs), off.machine.perTx(off.txs))
 	}
 	return nil
 }
@@ -329,6 +331,53 @@ func sampleProc(pid int) procUse {
 		}
 	}
 	return u
+}
+
+// machineUse is the CPU time the whole machine spent busy (user, nice,
+// system, irq, softirq), and the time the hypervisor gave to others
+// (steal): with TPS it says whether a path used more CPU or got less.
+type machineUse struct {
+	busy, steal time.Duration
+}
+
+func (u machineUse) sub(v machineUse) machineUse {
+	return machineUse{busy: u.busy - v.busy, steal: u.steal - v.steal}
+}
+
+func (u machineUse) add(v machineUse) machineUse {
+	return machineUse{busy: u.busy + v.busy, steal: u.steal + v.steal}
+}
+
+// perTx formats the busy time per transaction, and the steal when there
+// was any worth a mention.
+func (u machineUse) perTx(txs int64) string {
+	if txs == 0 || u.busy <= 0 {
+		return ""
+	}
+	s := perTx(u.busy, txs)
+	if u.steal*100 >= u.busy {
+		s += " (steal " + perTx(u.steal, txs) + ")"
+	}
+	return s
+}
+
+// sampleMachine reads the machine's CPU times from /proc/stat (in clock
+// ticks of 10ms); zero on error.
+func sampleMachine() machineUse {
+	stat, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return machineUse{}
+	}
+	line, _, _ := strings.Cut(string(stat), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+	if len(f) < 9 || f[0] != "cpu" {
+		return machineUse{}
+	}
+	tick := func(i int) time.Duration {
+		n, _ := strconv.ParseInt(f[i], 10, 64)
+		return time.Duration(n) * 10 * time.Millisecond
+	}
+	return machineUse{busy: tick(1) + tick(2) + tick(3) + tick(6) + tick(7), steal: tick(8)}
 }
 
 // bouncerPID reads PgBouncer's pid file.
