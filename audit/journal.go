@@ -575,21 +575,21 @@ func (j *Journal) InsertCanonical(seq uint64, typ string, at int, fragment []byt
 	return true, nil
 }
 
-// chain writes q's entries as lines onto the end of inflight, each with
+// chain writes q's records as lines onto the end of inflight, each with
 // the hash of the line before it, signs the checkpoints among them, and
 // empties q.
 func (j *Journal) chain(q *queue) {
 	for i := range q.recs {
-		e := &q.recs[i]
-		data := q.buf[e.start:e.end]
-		if e.typ == TypeCheckpoint {
-			data = j.checkpointData(e.seq-1, e.at)
+		rec := &q.recs[i]
+		data := q.buf[rec.start:rec.end]
+		if rec.typ == TypeCheckpoint {
+			data = j.checkpointData(rec.seq-1, rec.at)
 		}
 		start := len(j.inflight.buf)
-		j.inflight.buf = appendLine(j.inflight.buf, e.seq, e.at, e.typ, &j.last, data, &j.times)
+		j.inflight.buf = appendLine(j.inflight.buf, rec.seq, rec.at, rec.typ, &j.last, data, &j.times)
 		j.last = sha256.Sum256(j.inflight.buf[start:])
 		j.inflight.buf = append(j.inflight.buf, '\n')
-		j.inflight.refs = append(j.inflight.refs, lineRef{seq: e.seq, start: start, end: len(j.inflight.buf)})
+		j.inflight.refs = append(j.inflight.refs, lineRef{seq: rec.seq, start: start, end: len(j.inflight.buf)})
 	}
 	q.reset()
 }
