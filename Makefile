@@ -41,6 +41,7 @@ demo: setup build
 
 bench: setup build
 	$(GO) run ./test/bench
+	$(GO) test ./audit -run '^$$' -bench 'AppendBatch|AppendStrict' -benchtime 2s
 
 clean:
 	rm -rf bin
