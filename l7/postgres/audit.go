@@ -159,17 +159,12 @@ func putRecordBuf(b *[]byte) {
 	}
 }
 
-// appendJSON appends rec's JSON in the audit journal's canonical encoding:
-// what json.Marshal writes, canonicalized, without either step.
-func (rec *StatementRecord) appendJSON(b []byte) ([]byte, error) {
-	b, _, err := rec.encode(b, rec.Result)
-	return b, err
-}
-
-// encode is appendJSON with result in place of rec.Result (a result in a
-// parameter stays on its caller's stack). It also returns where in the
-// record the result is, or goes when it is nil: the offset of its field
-// from the record's first byte.
+// encode appends rec's JSON in the audit journal's canonical encoding
+// (what json.Marshal writes, canonicalized, without either step), with
+// result in place of rec.Result: a result in a parameter stays on its
+// caller's stack. It also returns where in the record the result is, or
+// goes when it is nil: the offset of its field from the record's first
+// byte.
 func (rec *StatementRecord) encode(b []byte, result *StatementResult) ([]byte, int, error) {
 	start := len(b)
 	b = append(b, `{"allow":`...)

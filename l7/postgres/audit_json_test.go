@@ -45,7 +45,7 @@ func FuzzRecordJSON(f *testing.F) {
 			rec.Mask = []policy.MaskRule{{Table: table, Column: column, Classifier: classifier, Method: method},
 				{Method: method, Params: map[string]any{"salt_ref": sql, "n": 3}}}
 		}
-		got, err := rec.appendJSON(nil)
+		got, _, err := rec.encode(nil, rec.Result)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -69,7 +69,7 @@ func FuzzRecordJSON(f *testing.F) {
 		}
 		inserted := append(appendResultField(append([]byte(nil), plain[:slot]...), &res), plain[slot:]...)
 		rec.Result = &res
-		got, err = rec.appendJSON(nil)
+		got, _, err = rec.encode(nil, rec.Result)
 		if err != nil {
 			t.Fatal(err)
 		}
