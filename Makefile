@@ -35,6 +35,9 @@ vet:
 # The whole suite, privileged tests included (root: eBPF, cgroups, netns).
 test: setup check-generate fmt-check vet
 	$(GO) test -count=1 -timeout 40m ./...
+	# The PostgreSQL engine again with its event loops off: every session
+	# on the two goroutines that sessions leaving the loops run on.
+	TOLLGATE_EVENT_LOOPS=0 $(GO) test -count=1 -timeout 10m ./l7/postgres
 
 demo: setup build
 	scripts/demo.sh

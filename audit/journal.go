@@ -353,6 +353,9 @@ func lockDir(dir string) (*os.File, error) {
 // Dir returns the journal's directory.
 func (j *Journal) Dir() string { return j.dir }
 
+// Strict reports whether Append waits for its record to be on disk.
+func (j *Journal) Strict() bool { return j.opts.Durability == Strict }
+
 // PublicKey returns the key that verifies the journal's checkpoints.
 func (j *Journal) PublicKey() ed25519.PublicKey {
 	return j.priv.Public().(ed25519.PublicKey)

@@ -77,6 +77,7 @@ func balance(t *testing.T, c *pgx.Conn, id int) int {
 func TestApprovalApprove(t *testing.T) {
 	checkLeaks(t)
 	p, b, _ := approvalProxy(t, approvalPolicy{})
+	delta := loopDelta(t)
 	c := p.connect(t)
 	done := make(chan error, 1)
 	go func() {
@@ -106,6 +107,11 @@ func TestApprovalApprove(t *testing.T) {
 	}
 	if balance(t, c, 1) != 101 {
 		t.Error("the approved statement did not run")
+	}
+	// The held session waited in its goroutines, not on the event loop;
+	// the other one never left it.
+	if served, left := delta(); served > 0 && (served != 2 || left != 1) {
+		t.Errorf("the event loops served %d sessions, %d left; want 2, 1", served, left)
 	}
 }
 

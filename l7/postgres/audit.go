@@ -74,7 +74,7 @@ type journalingDecider struct {
 
 func (j journalingDecider) Decide(ctx context.Context, s *l7.Session, r Request) Decision {
 	d := j.next.Decide(ctx, s, r)
-	if !journalStatements {
+	if d.later || !journalStatements {
 		return d
 	}
 	rec := statementRecord(s, r, d)

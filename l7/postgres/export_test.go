@@ -6,3 +6,9 @@ func SetWatchStarting(f func()) (undo func()) {
 	watchStarting = f
 	return func() { watchStarting = nil }
 }
+
+// LoopStats returns how many sessions the event loops took, and how many
+// of them left for their goroutines.
+func LoopStats() (served, left int64) {
+	return loopStats.served.Load(), loopStats.left.Load()
+}

@@ -227,7 +227,7 @@ func engineStacks() string {
 	buf = buf[:runtime.Stack(buf, true)]
 	var out []string
 	for g := range strings.SplitSeq(string(buf), "\n\n") {
-		if strings.Contains(g, "/l7/postgres.") {
+		if strings.Contains(g, "/l7/postgres.") && !strings.Contains(g, "(*eventLoop).run") {
 			out = append(out, g)
 		}
 	}

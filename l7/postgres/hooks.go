@@ -44,6 +44,10 @@ type Request struct {
 	// prepared holds the session's identity prepared for the policy
 	// (statements only; set by the relay).
 	prepared *preparedIdentity
+	// nonBlocking: the decision is taken on the event loop and must not
+	// wait. One that would (an approval, the catalog, masking) returns a
+	// Decision with later set at once, having recorded nothing.
+	nonBlocking bool
 }
 
 // Decision is a Decider's answer.
@@ -74,6 +78,8 @@ type Decision struct {
 	// onceApproved: a human approved this statement for one execution; a
 	// prepared statement must be approved again for each further one.
 	onceApproved bool
+	// later: a nonBlocking request needs a decision that may wait.
+	later bool
 }
 
 // Decider decides whether a request may go to the upstream. Decide is called
@@ -93,9 +99,11 @@ func (f DeciderFunc) Decide(ctx context.Context, s *l7.Session, r Request) Decis
 }
 
 // AllowAll is the default Decider: it allows every request.
-var AllowAll Decider = DeciderFunc(func(context.Context, *l7.Session, Request) Decision {
-	return Decision{Allow: true}
-})
+var AllowAll Decider = allowAll{}
+
+type allowAll struct{}
+
+func (allowAll) Decide(context.Context, *l7.Session, Request) Decision { return Decision{Allow: true} }
 
 // Result describes the result set rows belong to, for a RowHook.
 type Result struct {

@@ -390,6 +390,11 @@ func (m *masking) check(ctx context.Context, r Request, dec Decision) Decision {
 	if !dec.Allow || len(dec.Mask) == 0 || r.Kind != KindStatement {
 		return dec
 	}
+	if r.nonBlocking {
+		// Masking reads the catalog, before the statement runs and as
+		// its results arrive: not on the event loop.
+		return Decision{later: true}
+	}
 	plan, reason := m.plan(ctx, r, dec.Mask)
 	if reason != "" {
 		dec.Allow, dec.Reason = false, "masking: "+reason

@@ -80,26 +80,60 @@ func (m *msgReader) buffered() bool {
 	return n >= 4 && m.wp-m.rp >= 1+n
 }
 
+// ready reports whether next returns without reading: a whole message is
+// buffered, or a header that next refuses.
+func (m *msgReader) ready() bool {
+	if m.partial {
+		return m.wp-m.rp >= 5+m.n
+	}
+	if m.wp-m.rp < 5 {
+		return false
+	}
+	n, ok := m.header()
+	return !ok || m.wp-m.rp >= 1+n
+}
+
+// header reads the length of the message at rp (whose header is buffered)
+// and reports whether next would accept its header.
+func (m *msgReader) header() (length int, ok bool) {
+	h := m.buf[m.rp : m.rp+5]
+	length = int(int32(binary.BigEndian.Uint32(h[1:])))
+	ok = length >= 4 && (m.max <= 0 || length-4 <= m.max) && (m.known == nil || m.known(h[0]))
+	return length, ok
+}
+
+// readOnce reads once, into room for at least the message begun in the
+// buffer: the event loop's read, one per readiness of the socket.
+func (m *msgReader) readOnce() error {
+	need := 5
+	if m.wp-m.rp >= 5 {
+		if n, ok := m.header(); ok {
+			need = 1 + n
+		}
+	}
+	m.makeRoom(max(need, m.wp-m.rp+1))
+	k, err := m.r.Read(m.buf[m.wp:])
+	m.wp += k
+	return err
+}
+
+// unread puts back what next returned since rp was mark: the message is
+// returned again.
+func (m *msgReader) unread(mark int) { m.rp = mark }
+
+// prime adds b to what is buffered, as if read.
+func (m *msgReader) prime(b []byte) {
+	m.makeRoom(m.wp - m.rp + len(b))
+	m.wp += copy(m.buf[m.wp:], b)
+}
+
 // fill makes n unread bytes available at buf[rp:], reading as much as the
 // buffer takes.
 func (m *msgReader) fill(n int) error {
 	if m.wp-m.rp >= n {
 		return nil
 	}
-	if m.rp == m.wp {
-		m.rp, m.wp = 0, 0
-		if len(m.buf) > readBufSize && n <= readBufSize {
-			m.buf = make([]byte, readBufSize) // a large message's buffer goes
-		}
-	}
-	if len(m.buf) < n {
-		big := make([]byte, n)
-		m.wp = copy(big, m.buf[m.rp:m.wp])
-		m.rp, m.buf = 0, big
-	} else if len(m.buf)-m.rp < n {
-		m.wp = copy(m.buf, m.buf[m.rp:m.wp])
-		m.rp = 0
-	}
+	m.makeRoom(n)
 	for m.wp-m.rp < n {
 		k, err := m.r.Read(m.buf[m.wp:])
 		m.wp += k
@@ -114,6 +148,25 @@ func (m *msgReader) fill(n int) error {
 		}
 	}
 	return nil
+}
+
+// makeRoom makes the buffer hold n unread bytes from rp, moving or growing
+// it as needed.
+func (m *msgReader) makeRoom(n int) {
+	if m.rp == m.wp {
+		m.rp, m.wp = 0, 0
+		if len(m.buf) > readBufSize && n <= readBufSize {
+			m.buf = make([]byte, readBufSize) // a large message's buffer goes
+		}
+	}
+	if len(m.buf) < n {
+		big := make([]byte, n)
+		m.wp = copy(big, m.buf[m.rp:m.wp])
+		m.rp, m.buf = 0, big
+	} else if len(m.buf)-m.rp < n {
+		m.wp = copy(m.buf, m.buf[m.rp:m.wp])
+		m.rp = 0
+	}
 }
 
 // parseBind reads the destination portal, the statement and the result

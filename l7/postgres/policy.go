@@ -120,6 +120,9 @@ func (p PolicyDecider) finish(ctx context.Context, s *l7.Session, r Request, d D
 	if !d.Allow {
 		return d
 	}
+	if r.nonBlocking && len(asks) > 0 {
+		return Decision{later: true}
+	}
 	if p.check != nil {
 		if d = p.check(ctx, r, d); !d.Allow {
 			return d

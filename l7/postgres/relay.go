@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -49,6 +50,9 @@ type relay struct {
 	txStatus atomic.Uint32         // of the last ReadyForQuery: 'I', 'T' or 'E'
 	ended    atomic.Pointer[error] // why the client loop sent Terminate upstream
 	clientIn *flushReader          // reads the client, and keeps when it last did
+	upIn     *flushReader          // reads the upstream
+	lp       *loopSession          // the event loop's part, while it serves the session
+	startup  *bufio.Reader         // the client's startup reader: what it holds comes first
 	cancel   *cancelTarget         // the session's cancel key's target; nil in tests without one
 
 	// The client loop's: decoders of the client messages it reads, and
@@ -171,22 +175,41 @@ func newRelay(e *engine, s *l7.Session, state *sessionState, st *clientStartup, 
 	r.watcher.r = r
 	r.txStatus.Store(uint32(up.txStatus))
 	r.cancel = cancelTargetOf(up.key)
-	// Plain TCP (no TLS) is read and written with raw system calls.
-	var clientR, upR io.Reader = st.r, up.conn
-	var clientW, upW io.Writer = st.conn, up.conn
-	if raw, ok := newRawSocket(st.conn); ok {
-		clientR, clientW = &bufferedRaw{b: st.r, raw: raw}, raw
-	}
-	if raw, ok := newRawSocket(up.conn); ok {
-		upR, upW = raw, raw
-	}
-	r.uw = &msgWriter{w: upW, n: &s.BytesIn}
-	r.cw = &msgWriter{w: clientW, n: &s.BytesOut}
-	r.clientIn = &flushReader{r: clientR, w: r.uw, stamp: e.idleTimeout > 0}
+	r.uw = &msgWriter{n: &s.BytesIn}
+	r.cw = &msgWriter{n: &s.BytesOut}
+	r.clientIn = &flushReader{w: r.uw, stamp: e.idleTimeout > 0}
 	r.cr = newMsgReader(r.clientIn, e.maxMessage)
 	r.cr.known = isFrontendType
-	r.ur = newMsgReader(&flushReader{r: upR, w: r.cw}, 0)
+	r.upIn = &flushReader{w: r.cw}
+	r.ur = newMsgReader(r.upIn, 0)
+	r.startup = st.r
+	r.blockingIO(st.r)
 	return r
+}
+
+// blockingIO makes the loops' readers and writers those of r.client and
+// r.up, which wait (in the netpoller) for their sockets: from the start,
+// or when a session leaves the event loop. Plain TCP (no TLS) is read and
+// written with raw system calls. What the client's startup reader b holds
+// is read first.
+func (r *relay) blockingIO(b *bufio.Reader) {
+	var clientR, upR io.Reader = r.client, r.up
+	var clientW, upW io.Writer = r.client, r.up
+	if b != nil {
+		clientR = b
+	}
+	if raw, ok := newRawSocket(r.client); ok {
+		clientR, clientW = raw, raw
+		if b != nil {
+			clientR = &bufferedRaw{b: b, raw: raw}
+		}
+	}
+	if raw, ok := newRawSocket(r.up); ok {
+		upR, upW = raw, raw
+	}
+	r.uw.w, r.cw.w = upW, clientW
+	r.clientIn.r, r.upIn.r = clientR, upR
+	r.cr.r, r.ur.r = r.clientIn, r.upIn
 }
 
 // errTerminated ends a session the client ended with Terminate;
@@ -207,11 +230,19 @@ func (e *fatalError) Error() string { return e.msg + ": " + e.err.Error() }
 func (e *fatalError) Unwrap() error { return e.err }
 
 // run runs both loops until one ends or ctx is done, stops the other, tells
-// the client why when it is still there, and closes both connections.
+// the client why when it is still there, and closes both connections. A
+// session the event loop can serve starts there; it moves to a goroutine
+// per loop when it must wait (eventloop.go).
 func (r *relay) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	r.ctx = ctx
+
+	if l := r.eventLoop(); l != nil {
+		if ended, why := r.runInLoop(ctx, l); ended {
+			return r.close(why)
+		}
+	}
 
 	results := make(chan error, 2)
 	go func() { results <- r.clientLoop() }()
@@ -226,11 +257,7 @@ func (r *relay) run(ctx context.Context) error {
 			first = errors.New("relay ended")
 		}
 	case <-ctx.Done():
-		first = &fatalError{code: codeAdminShutdown, msg: "terminating connection: tollgate is shutting down", err: context.Cause(ctx)}
-		var ke *l7.KillError
-		if errors.As(context.Cause(ctx), &ke) {
-			first = &fatalError{code: codeAdminShutdown, msg: "terminating connection: " + ke.Reason, err: ke}
-		}
+		first = shutdownError(ctx)
 	}
 
 	// Stop the other loop: closing the upstream ends the server loop's
@@ -245,10 +272,26 @@ func (r *relay) run(ctx context.Context) error {
 	for ; pending > 0; pending-- {
 		<-results
 	}
+	return r.close(first)
+}
+
+// shutdownError is why a session whose context ended ends.
+func shutdownError(ctx context.Context) error {
+	var ke *l7.KillError
+	if errors.As(context.Cause(ctx), &ke) {
+		return &fatalError{code: codeAdminShutdown, msg: "terminating connection: " + ke.Reason, err: ke}
+	}
+	return &fatalError{code: codeAdminShutdown, msg: "terminating connection: tollgate is shutting down", err: context.Cause(ctx)}
+}
+
+// close ends a session whose loops have returned, first being why: the
+// client is told a FATAL error when it did not see one yet, and both
+// connections are closed.
+func (r *relay) close(first error) error {
+	r.up.Close()
 	if why := r.ended.Load(); why != nil {
 		first = *why
 	}
-
 	var fe *fatalError
 	if errors.As(first, &fe) && !r.lastFatal {
 		r.client.SetWriteDeadline(time.Now().Add(finalWriteTimeout))
@@ -509,11 +552,23 @@ func (r *relay) terminate(why error) error {
 // decide asks the Decider about q. What the client sent before q goes out
 // first: the decision may take long (an approval).
 func (r *relay) decide(q *request, req Request) error {
+	req.Facts = r.state.snapshot()
+	req.prepared = &r.identity
+	if r.lp != nil {
+		// On the event loop: a decision that would wait is taken again
+		// once the session has left it.
+		req.nonBlocking = true
+		d := r.e.decider.Decide(r.ctx, r.s, req)
+		if d.later {
+			return errDecideLater
+		}
+		q.dec, q.denied, q.decided = d, !d.Allow, true
+		q.start = r.e.now()
+		return r.ctx.Err()
+	}
 	if err := r.uw.flush(); err != nil {
 		return upstreamWriteError(err)
 	}
-	req.Facts = r.state.snapshot()
-	req.prepared = &r.identity
 	// A cancel request from the client ends a long decision (an
 	// approval): the statement is refused as PostgreSQL cancels one. The
 	// decisions' context is kept until one is canceled.

@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"errors"
 	"io"
 	"sync/atomic"
 	"time"
@@ -82,23 +83,34 @@ func (m *msgWriter) sendFrame(frame []byte) error {
 		return nil
 	}
 	if err := m.flush(); err != nil {
+		if errors.Is(err, errWouldBlock) {
+			m.buf = append(m.buf, frame...)
+		}
 		return err
 	}
 	n, err := m.w.Write(frame)
 	m.n.Add(int64(n))
+	if err == errWouldBlock {
+		m.buf = append(m.buf, frame[n:]...)
+	}
 	if err != nil {
 		return &writeError{err}
 	}
 	return nil
 }
 
-// flush writes what is buffered.
+// flush writes what is buffered. On the event loop, a write that would
+// wait keeps what it did not write, and says so with errWouldBlock.
 func (m *msgWriter) flush() error {
 	if len(m.buf) == 0 {
 		return nil
 	}
 	n, err := m.w.Write(m.buf)
 	m.n.Add(int64(n))
+	if err == errWouldBlock {
+		m.buf = m.buf[:copy(m.buf, m.buf[n:])]
+		return &writeError{err}
+	}
 	if cap(m.buf) > 4*flushAt {
 		m.buf = nil
 	} else {
