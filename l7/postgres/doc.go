@@ -80,4 +80,18 @@
 // flushed when the direction must wait for more input (or the buffer is
 // large): messages that arrive together leave in one write, and no message
 // waits behind an idle reader. Results stream; nothing holds a whole result.
+//
+// # Event loops
+//
+// A session over plain TCP starts on an event loop (eventloop.go): one
+// goroutine per loop waits for the sockets of all its sessions (epoll),
+// reads each ready socket once, and runs both directions' code for the whole
+// messages read, without a goroutine hand-off per message. A session moves
+// to a goroutine per direction, for good, when it would wait: a write the
+// socket does not take (a slow client, a large result or COPY), a decision
+// that may wait (an approval, masking's catalog reads), or its end. Sessions
+// over TLS, with an idle timeout, a strict journal or Deciders and RowHooks
+// the engine cannot vouch for run on goroutines from the start.
+// TOLLGATE_EVENT_LOOPS sets how many loops run (0: none; default half of
+// GOMAXPROCS, at least one).
 package postgres
