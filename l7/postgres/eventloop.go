@@ -432,19 +432,8 @@ func (r *relay) loopServer() error {
 		if err != nil {
 			return r.serverReadError(err)
 		}
-		out, err := r.fromServer(typ, body)
-		switch {
-		case err != nil:
+		if err := r.toClient(typ, frame, body); err != nil {
 			return err
-		case out == nil:
-			err = r.cw.sendFrame(frame)
-		case out == drop:
-			continue
-		default:
-			err = r.cw.send(out)
-		}
-		if err != nil {
-			return clientWriteError(err)
 		}
 	}
 	if err := r.cw.flush(); err != nil {

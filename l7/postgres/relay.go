@@ -724,21 +724,30 @@ func (r *relay) serverLoop() error {
 		if err != nil {
 			return r.serverReadError(err)
 		}
-		out, err := r.fromServer(typ, body)
-		switch {
-		case err != nil:
+		if err := r.toClient(typ, frame, body); err != nil {
 			return err
-		case out == nil:
-			err = r.cw.sendFrame(frame)
-		case out == drop:
-			continue
-		default:
-			err = r.cw.send(out)
-		}
-		if err != nil {
-			return clientWriteError(err)
 		}
 	}
+}
+
+// toClient relays one message from the server to the client, as fromServer
+// says.
+func (r *relay) toClient(typ byte, frame, body []byte) error {
+	out, err := r.fromServer(typ, body)
+	switch {
+	case err != nil:
+		return err
+	case out == nil:
+		err = r.cw.sendFrame(frame)
+	case out == drop:
+		return nil
+	default:
+		err = r.cw.send(out)
+	}
+	if err != nil {
+		return clientWriteError(err)
+	}
+	return nil
 }
 
 // drop is what fromServer returns for a message the client must not see.
