@@ -503,41 +503,26 @@ func (f *fdIO) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	for {
-		n, _, errno := syscall.RawSyscall(syscall.SYS_READ, uintptr(f.fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-		switch errno {
-		case 0:
-			if n == 0 {
-				return 0, io.EOF
-			}
-			return int(n), nil
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			return 0, errWouldBlock
+	switch n, errno := sysRead(uintptr(f.fd), p); errno {
+	case 0:
+		if n == 0 {
+			return 0, io.EOF
 		}
-		return 0, f.opError("read", errno)
+		return n, nil
+	case syscall.EAGAIN:
+		return 0, errWouldBlock
+	default:
+		return 0, opError(f.conn, "read", errno)
 	}
 }
 
 func (f *fdIO) Write(p []byte) (int, error) {
-	written := 0
-	for written < len(p) {
-		n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(f.fd), uintptr(unsafe.Pointer(&p[written])), uintptr(len(p)-written))
-		switch errno {
-		case 0:
-			written += int(n)
-		case syscall.EINTR:
-		case syscall.EAGAIN:
-			return written, errWouldBlock
-		default:
-			return written, f.opError("write", errno)
-		}
+	switch n, errno := sysWrite(uintptr(f.fd), p); errno {
+	case 0:
+		return n, nil
+	case syscall.EAGAIN:
+		return n, errWouldBlock
+	default:
+		return n, opError(f.conn, "write", errno)
 	}
-	return written, nil
-}
-
-// opError wraps errno as net.Conn's methods do.
-func (f *fdIO) opError(op string, errno syscall.Errno) error {
-	return &net.OpError{Op: op, Net: "tcp", Source: f.conn.LocalAddr(), Addr: f.conn.RemoteAddr(), Err: os.NewSyscallError(op, errno)}
 }

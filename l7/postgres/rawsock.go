@@ -72,18 +72,12 @@ func (s *rawSocket) Read(p []byte) (int, error) {
 
 // read is Read's callback: false asks RawConn to wait for readability.
 func (s *rawSocket) read(fd uintptr) bool {
-	p := s.rd.p
-	for {
-		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-		switch e {
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			return false
-		}
-		s.rd.n, s.rd.errno = int(r), e
-		return true
+	n, e := sysRead(fd, s.rd.p)
+	if e == syscall.EAGAIN {
+		return false
 	}
+	s.rd.n, s.rd.errno = n, e
+	return true
 }
 
 func (s *rawSocket) Write(p []byte) (int, error) {
@@ -105,26 +99,48 @@ func (s *rawSocket) Write(p []byte) (int, error) {
 
 // write is Write's callback: false asks RawConn to wait for writability.
 func (s *rawSocket) write(fd uintptr) bool {
-	p := s.wr.p
-	for s.wr.n < len(p) {
-		r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[s.wr.n])), uintptr(len(p)-s.wr.n))
-		switch e {
-		case 0:
-			s.wr.n += int(r)
-		case syscall.EINTR:
-		case syscall.EAGAIN:
-			return false
-		default:
-			s.wr.errno = e
-			return true
-		}
+	n, e := sysWrite(fd, s.wr.p[s.wr.n:])
+	s.wr.n += n
+	if e == syscall.EAGAIN {
+		return false
 	}
+	s.wr.errno = e
 	return true
 }
 
-// opError wraps errno as net.Conn's methods do.
-func (s *rawSocket) opError(op string, errno syscall.Errno) error {
-	return &net.OpError{Op: op, Net: "tcp", Source: s.conn.LocalAddr(), Addr: s.conn.RemoteAddr(), Err: os.NewSyscallError(op, errno)}
+func (s *rawSocket) opError(op string, errno syscall.Errno) error { return opError(s.conn, op, errno) }
+
+// sysRead reads fd once (p is not empty), again when a signal interrupted
+// it. The count is valid only when errno is 0.
+func sysRead(fd uintptr, p []byte) (int, syscall.Errno) {
+	for {
+		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		if e != syscall.EINTR {
+			return int(r), e
+		}
+	}
+}
+
+// sysWrite writes p to fd until all of it is written or a call fails
+// (EAGAIN included), and returns what it wrote.
+func sysWrite(fd uintptr, p []byte) (int, syscall.Errno) {
+	n := 0
+	for n < len(p) {
+		r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[n])), uintptr(len(p)-n))
+		switch e {
+		case 0:
+			n += int(r)
+		case syscall.EINTR:
+		default:
+			return n, e
+		}
+	}
+	return n, 0
+}
+
+// opError wraps errno as conn's methods do.
+func opError(conn net.Conn, op string, errno syscall.Errno) error {
+	return &net.OpError{Op: op, Net: "tcp", Source: conn.LocalAddr(), Addr: conn.RemoteAddr(), Err: os.NewSyscallError(op, errno)}
 }
 
 // bufferedRaw reads what b holds first, then the raw socket: the client's
