@@ -15,6 +15,9 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 	"time"
 )
 
@@ -711,4 +714,63 @@ func TestInsertStrictNever(t *testing.T) {
 		t.Errorf("strict: got %v, %v; want false, nil: the record was on disk when Append returned", ok, err)
 	}
 	mustClose(t, j)
+}
+
+// TestSyncedPagesLeaveCache: once synced, the whole pages of a segment
+// leave the page cache (but the one the next write goes on), so an
+// agent journaling all day does not grow the cache with lines nobody reads.
+func TestSyncedPagesLeaveCache(t *testing.T) {
+	dir := t.TempDir()
+	var fs unix.Statfs_t
+	if err := unix.Statfs(dir, &fs); err != nil {
+		t.Fatal(err)
+	}
+	if fs.Type == unix.TMPFS_MAGIC {
+		t.Skip("the page cache is tmpfs's storage")
+	}
+	j := mustOpen(t, dir, Options{
+		PrivateKey: newKey(t), FlushInterval: time.Hour, SyncInterval: time.Hour,
+		CheckpointEvery: time.Hour, CheckpointRecords: -1,
+	})
+	defer mustClose(t, j)
+	for range 200 {
+		mustAppend(t, j, TypeStatement, benchData)
+	}
+	if err := j.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	segs, err := listSegments(os.DirFS(dir))
+	if err != nil || len(segs) != 1 {
+		t.Fatalf("segments %v, %v: want one", segs, err)
+	}
+	f, err := os.Open(filepath.Join(dir, segs[0].name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Size() < 4*pageSize {
+		t.Fatalf("segment of %d bytes: want several pages", st.Size())
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	resident := make([]byte, (len(m)+pageSize-1)/pageSize)
+	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&resident[0]))); errno != 0 {
+		t.Fatalf("mincore: %v", errno)
+	}
+	last := len(resident) - 1
+	for i, r := range resident[:last] {
+		if r&1 != 0 {
+			t.Errorf("page %d of %d still cached after the sync", i, len(resident))
+		}
+	}
+	if resident[last]&1 == 0 {
+		t.Errorf("the last, partly written page left the cache: the next write has to read it back")
+	}
 }

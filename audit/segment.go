@@ -224,9 +224,28 @@ func (w *writer) sync() error {
 	if err := syncFile(w.f); err != nil {
 		return fmt.Errorf("sync %s: %w", w.name, err)
 	}
+	dropCached(w.f, w.off, w.end)
 	w.off = w.end
 	return nil
 }
+
+// dropCached gives the page cache back the whole pages of [from, to) of f,
+// once they are synced: nobody reads a journal soon after writing it, and
+// pages the kernel takes back are the ones it hands out next, where a
+// growing cache would take ever new ones (which, on a virtual machine,
+// costs a fault in the host for each). Advice only: its failure is no
+// error.
+// The page the next write goes on stays, so that write need not read it
+// back.
+func dropCached(f *os.File, from, to int64) {
+	from &^= pageSize - 1
+	to &^= pageSize - 1
+	if to > from {
+		onFD(f, func(fd int) error { return unix.Fadvise(fd, from, to-from, unix.FADV_DONTNEED) })
+	}
+}
+
+const pageSize = 4096
 
 func (w *writer) rotateDue(n int, now time.Time) bool {
 	return w.end+int64(n) > w.segBytes || w.segAge > 0 && now.Sub(w.opened) >= w.segAge
