@@ -44,6 +44,7 @@ func main() {
 	rounds := flag.Int("rounds", 2, "pg suite: interleaved rounds of TPS runs (each seconds/2 long) per path and mode")
 	baseline := flag.String("baseline", "", "pg suite: also measure this agent binary (say, a build of main) side by side with bin/tollgate")
 	perfDir := flag.String("perf", "", "pg suite: instead of the comparison, record the agent with perf (one tollgate run per mode) into this directory")
+	flag.BoolVar(&perfSystem, "perf-system", false, "with -perf: record the whole machine (perf record -a), not the agent alone, to see what each process and kernel thread costs (perf report --sort comm)")
 	flag.Parse()
 	if *client {
 		runClient(*target, *direct, *dials, *mib)

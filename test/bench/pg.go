@@ -238,6 +238,9 @@ func runPG(seconds, rounds int, baselineBin, perfDir string) error {
 	return nil
 }
 
+// perfSystem makes perfAgent record every CPU rather than the agent alone.
+var perfSystem bool
+
 // perfAgent records the agent with perf during one pgbench TPS run per
 // mode and prints where its time went, for work on the hot path.
 func perfAgent(dir, name string, g *governed, work, host, port, password string, pid, seconds int) error {
@@ -246,7 +249,11 @@ func perfAgent(dir, name string, g *governed, work, host, port, password string,
 	}
 	for _, mode := range []string{"simple", "prepared"} {
 		data := filepath.Join(dir, name+"-"+mode+".data")
-		rec := exec.Command("perf", "record", "-F", "4999", "-g", "-p", strconv.Itoa(pid), "-o", data)
+		scope := []string{"-p", strconv.Itoa(pid)}
+		if perfSystem {
+			scope = []string{"-a"}
+		}
+		rec := exec.Command("perf", append([]string{"record", "-F", "4999", "-g", "-o", data}, scope...)...)
 		rec.Stderr = os.Stderr
 		if err := rec.Start(); err != nil {
 			return fmt.Errorf("perf record: %w", err)
