@@ -29,6 +29,8 @@ type pgResult struct {
 	txs      int64         // transactions of the TPS runs
 	cpu      time.Duration // the proxy's CPU time in the TPS runs
 	machine  machineUse    // the whole machine's in the TPS runs
+	client   time.Duration // pgbench's CPU time in the TPS runs
+	server   time.Duration // PostgreSQL's in the TPS runs
 	syscalls int64         // the proxy's read and write system calls in the TPS runs
 }
 
@@ -36,6 +38,7 @@ type pgResult struct {
 type tpsRun struct {
 	tps float64
 	txs int64
+	cpu time.Duration // pgbench's CPU time
 }
 
 // runPG compares pgbench -S through three paths in one run: straight to
@@ -174,7 +177,8 @@ func runPG(seconds, rounds int, baselineBin, perfDir string) error {
 	}
 
 	fmt.Printf("\npgbench -S (select-only), scale 10, %ds per run, PostgreSQL 15, %s\n", seconds, time.Now().Format(time.RFC3339))
-	fmt.Printf("%-10s %-9s %12s %12s %12s %12s %14s %14s %16s\n", "mode", "path", "TPS c=8", "p50 c=1", "p99 c=1", "TPS vs direct", "proxy CPU/tx", "read+write/tx", "machine CPU/tx")
+	server := postmaster{postmasterPID(work)}
+	fmt.Printf("%-10s %-9s %12s %12s %12s %12s %14s %14s %16s %14s %14s\n", "mode", "path", "TPS c=8", "p50 c=1", "p99 c=1", "TPS vs direct", "proxy CPU/tx", "read+write/tx", "machine CPU/tx", "pgbench CPU/tx", "server CPU/tx")
 	for _, mode := range []string{"simple", "prepared"} {
 		res := map[string]pgResult{}
 		// Interleave paths, rounds times, so drift in machine load hits
@@ -186,7 +190,7 @@ func runPG(seconds, rounds int, baselineBin, perfDir string) error {
 				slices.Reverse(order)
 			}
 			for _, p := range order {
-				before, mBefore := sampleProc(p.pid), sampleMachine()
+				before, mBefore, sBefore := sampleProc(p.pid), sampleMachine(), server.sample()
 				run, err := pgbenchTPS(p.g, work, p.host, p.port, password, mode, 8, seconds/2)
 				if err != nil {
 					return fmt.Errorf("%s %s: %w", p.name, mode, err)
@@ -194,6 +198,8 @@ func runPG(seconds, rounds int, baselineBin, perfDir string) error {
 				used, mUsed := sampleProc(p.pid).sub(before), sampleMachine().sub(mBefore)
 				r := res[p.name]
 				r.machine = r.machine.add(mUsed)
+				r.client += run.cpu
+				r.server += server.sample() - sBefore
 				r.tps += run.tps / float64(rounds)
 				r.txs += run.txs
 				r.cpu += used.cpu
@@ -219,7 +225,7 @@ func runPG(seconds, rounds int, baselineBin, perfDir string) error {
 			if r.syscalls > 0 {
 				sys = fmt.Sprintf("%.2f", float64(r.syscalls)/float64(r.txs))
 			}
-			fmt.Printf("%-10s %-9s %12.0f %12v %12v %11.2fx %14s %14s %16s\n", mode, p.name, r.tps, r.p50, r.p99, r.tps/res["direct"].tps, cpu, sys, r.machine.perTx(r.txs))
+			fmt.Printf("%-10s %-9s %12.0f %12v %12v %11.2fx %14s %14s %16s %14s %14s\n", mode, p.name, r.tps, r.p50, r.p99, r.tps/res["direct"].tps, cpu, sys, r.machine.perTx(r.txs), perTx(r.client, r.txs), perTx(r.server, r.txs))
 		}
 		fmt.Printf("%-10s tollgate/pgbouncer TPS %.2fx; tollgate adds %v p50 over direct at 1 client\n",
 			mode, res["tollgate"].tps/res["pgbouncer"].tps, res["tollgate"].p50-res["direct"].p50)
@@ -316,18 +322,7 @@ func sampleProc(pid int) procUse {
 	if pid == 0 {
 		return procUse{}
 	}
-	var u procUse
-	if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
-		// Fields after the command name (which may hold spaces).
-		if i := strings.LastIndexByte(string(stat), ')'); i > 0 {
-			f := strings.Fields(string(stat[i+1:]))
-			if len(f) > 12 {
-				ut, _ := strconv.ParseInt(f[11], 10, 64)
-				st, _ := strconv.ParseInt(f[12], 10, 64)
-				u.cpu = time.Duration(ut+st) * 10 * time.Millisecond
-			}
-		}
-	}
+	u := procUse{cpu: time.Duration(procTicks(pid, false)) * 10 * time.Millisecond}
 	if io, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid)); err == nil {
 		for _, l := range strings.Split(string(io), "\n") {
 			k, v, _ := strings.Cut(l, ": ")
@@ -387,6 +382,78 @@ func sampleMachine() machineUse {
 	return machineUse{busy: tick(1) + tick(2) + tick(3) + tick(6) + tick(7), steal: tick(8)}
 }
 
+// postmaster samples the CPU time of a PostgreSQL cluster: the
+// postmaster's own, its live children's (PgBouncer keeps its server
+// connections) and those of its children that exited (a pgbench run's
+// backends end with it).
+type postmaster struct{ pid int }
+
+// sample returns the cluster's CPU time so far, once its children stopped
+// coming and going (a second at most).
+func (p postmaster) sample() time.Duration {
+	if p.pid == 0 {
+		return 0
+	}
+	children := p.children()
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); {
+		time.Sleep(30 * time.Millisecond)
+		now := p.children()
+		if slices.Equal(now, children) {
+			break
+		}
+		children = now
+	}
+	total := procTicks(p.pid, true)
+	for _, c := range children {
+		total += procTicks(c, false)
+	}
+	return time.Duration(total) * 10 * time.Millisecond
+}
+
+func (p postmaster) children() []int {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", p.pid, p.pid))
+	var pids []int
+	for _, f := range strings.Fields(string(b)) {
+		n, _ := strconv.Atoi(f)
+		pids = append(pids, n)
+	}
+	return pids
+}
+
+// procTicks is pid's user and system time in clock ticks (10ms), with that
+// of its exited children if reaped.
+func procTicks(pid int, reaped bool) int64 {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	i := strings.LastIndexByte(string(stat), ')')
+	if err != nil || i < 0 {
+		return 0
+	}
+	// The fields after the command name (which may hold spaces); utime,
+	// stime, cutime and cstime are f[11:15].
+	f := strings.Fields(string(stat[i+1:]))
+	if len(f) < 15 {
+		return 0
+	}
+	n := 2
+	if reaped {
+		n = 4
+	}
+	var ticks int64
+	for _, v := range f[11 : 11+n] {
+		t, _ := strconv.ParseInt(v, 10, 64)
+		ticks += t
+	}
+	return ticks
+}
+
+// postmasterPID reads the cluster's postmaster.pid.
+func postmasterPID(work string) int {
+	b, _ := os.ReadFile(filepath.Join(work, "pg", "postmaster.pid"))
+	line, _, _ := strings.Cut(string(b), "\n")
+	pid, _ := strconv.Atoi(strings.TrimSpace(line))
+	return pid
+}
+
 // bouncerPID reads PgBouncer's pid file.
 func bouncerPID(work string) int {
 	b, _ := os.ReadFile(filepath.Join(work, "pgbouncer", "pgbouncer.pid"))
@@ -440,6 +507,7 @@ func pgbenchTPS(g *governed, work, host, port, password, mode string, clients, s
 	var r tpsRun
 	r.tps, _ = strconv.ParseFloat(string(m[1]), 64)
 	r.txs, _ = strconv.ParseInt(string(n[1]), 10, 64)
+	r.cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	return r, nil
 }
 
