@@ -105,6 +105,9 @@ func runPG(seconds, rounds int, baselineBin, perfDir string) error {
 		{"pgbouncer", "127.0.0.1", strconv.Itoa(bouncerPort), g, bouncerPID(work)},
 		{"tollgate", "127.77.0.51", "5432", g, g.agent.Process.Pid},
 		{"noaudit", "127.77.0.52", "5432", gn, gn.agent.Process.Pid},
+		// The agent's plain TCP relay to the same server: the floor of its
+		// data path, with no PostgreSQL engine.
+		{"tcp relay", "127.77.0.61", "5432", g, g.agent.Process.Pid},
 	}
 	if baselineBin != "" {
 		// Another build of the agent (before a change), measured in the
@@ -129,7 +132,7 @@ func runPG(seconds, rounds int, baselineBin, perfDir string) error {
 		// The plain TCP relay first: the floor of the agent's data path.
 		for _, mode := range []string{"simple", "prepared"} {
 			before := sampleProc(paths[2].pid)
-			run, err := pgbenchTPS(g, work, "127.77.0.61", "5432", password, mode, 8, seconds)
+			run, err := pgbenchTPS(g, work, paths[4].host, paths[4].port, password, mode, 8, seconds)
 			if err != nil {
 				return err
 			}
@@ -207,7 +210,8 @@ func runPG(seconds, rounds int, baselineBin, perfDir string) error {
 				res[p.name] = r
 			}
 		}
-		for _, p := range paths[:3] {
+		table := append(slices.Clone(paths[:3]), paths[4])
+		for _, p := range table {
 			p50, p99, err := pgbenchLatency(p.g, work, p.host, p.port, password, mode, seconds/2)
 			if err != nil {
 				return fmt.Errorf("%s %s latency: %w", p.name, mode, err)
@@ -216,7 +220,7 @@ func runPG(seconds, rounds int, baselineBin, perfDir string) error {
 			r.p50, r.p99 = p50, p99
 			res[p.name] = r
 		}
-		for _, p := range paths[:3] {
+		for _, p := range table {
 			r := res[p.name]
 			cpu, sys := "", ""
 			if p.pid != 0 {
