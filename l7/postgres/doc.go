@@ -92,6 +92,6 @@
 // that may wait (an approval, masking's catalog reads), or its end. Sessions
 // over TLS, with an idle timeout, a strict journal or Deciders and RowHooks
 // the engine cannot vouch for run on goroutines from the start.
-// TOLLGATE_EVENT_LOOPS sets how many loops run (0: none; default half of
-// GOMAXPROCS, at least one).
+// TOLLGATE_EVENT_LOOPS sets how many loops run (0: none; default one per
+// CPU the runtime uses, GOMAXPROCS).
 package postgres
