@@ -111,23 +111,11 @@ func TestEventLoopStartupPipelined(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The startup's answer, then the query's.
-	if got, err := raw.receive(); err != nil || errorIn(got) != nil {
-		t.Fatalf("startup: %v %v", got, err)
-	}
+	raw.expectOK("startup")
 	var value string
-	for {
-		msg, err := raw.fe.Receive()
-		if err != nil {
-			t.Fatalf("query: %v", err)
-		}
-		switch m := msg.(type) {
-		case *pgproto3.DataRow:
-			value = string(m.Values[0])
-		case *pgproto3.ErrorResponse:
-			t.Fatalf("query: %s", m.Message)
-		}
-		if _, ok := msg.(*pgproto3.ReadyForQuery); ok {
-			break
+	for _, m := range raw.expectOK("query") {
+		if d, ok := m.(*pgproto3.DataRow); ok {
+			value = string(d.Values[0])
 		}
 	}
 	if value != "pipelined" {
@@ -147,9 +135,7 @@ func TestEventLoopLeavesOnSlowClient(t *testing.T) {
 
 	raw := dialRaw(t, p.addr)
 	raw.send(startupMsg(p))
-	if got, err := raw.receive(); err != nil || errorIn(got) != nil {
-		t.Fatalf("startup: %v %v", got, err)
-	}
+	raw.expectOK("startup")
 	const rows, width = 20000, 1000 // 20 MB: far more than the sockets buffer
 	raw.send(&pgproto3.Query{String: fmt.Sprintf("SELECT repeat('x', %d) FROM generate_series(1, %d)", width, rows)})
 	time.Sleep(300 * time.Millisecond) // the loop fills the client's socket, and leaves
@@ -174,9 +160,7 @@ func TestEventLoopLeavesOnSlowClient(t *testing.T) {
 	}
 	// The session goes on.
 	raw.send(&pgproto3.Query{String: "SELECT 1"})
-	if got, err := raw.receive(); err != nil || errorIn(got) != nil {
-		t.Fatalf("next query: %v %v", got, err)
-	}
+	raw.expectOK("next query")
 	raw.send(&pgproto3.Terminate{})
 	if r := p.result(t); r.err != nil {
 		t.Errorf("Serve: %v", r.err)
@@ -184,6 +168,17 @@ func TestEventLoopLeavesOnSlowClient(t *testing.T) {
 	if served, left := delta(); served != 1 || left != 1 {
 		t.Errorf("the loops served %d sessions, %d left; want 1 and 1", served, left)
 	}
+}
+
+// expectOK receives the answer to what was sent (up to ReadyForQuery) and
+// fails the test on an error.
+func (c *startupConn) expectOK(what string) []pgproto3.BackendMessage {
+	c.t.Helper()
+	got, err := c.receive()
+	if e := errorIn(got); err != nil || e != nil {
+		c.t.Fatalf("%s: %v %v", what, e, err)
+	}
+	return got
 }
 
 // errorIn returns the ErrorResponse among msgs, if any.

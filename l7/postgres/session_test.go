@@ -226,6 +226,14 @@ func copyMessage(m pgproto3.BackendMessage) pgproto3.BackendMessage {
 		c := *m
 		c.SecretKey = append([]byte(nil), m.SecretKey...)
 		return &c
+	case *pgproto3.DataRow:
+		c := &pgproto3.DataRow{Values: make([][]byte, len(m.Values))}
+		for i, v := range m.Values {
+			if v != nil {
+				c.Values[i] = append([]byte{}, v...)
+			}
+		}
+		return c
 	}
 	return m
 }
