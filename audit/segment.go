@@ -140,6 +140,7 @@ type writer struct {
 	reserved int64
 	opened   time.Time // when the active segment got its first record
 	dirty    bool      // f may hold bytes past off: truncate before writing
+	dropped  int64     // f's pages below this left the page cache (dropCached)
 }
 
 // write writes b's lines from index from on, rotating segments as needed,
@@ -224,25 +225,29 @@ func (w *writer) sync() error {
 	if err := syncFile(w.f); err != nil {
 		return fmt.Errorf("sync %s: %w", w.name, err)
 	}
-	dropCached(w.f, w.off, w.end)
+	// What the sync before this one made durable leaves the cache: the
+	// journal's followers (Follow: the sink, audit watch) read each write
+	// soon after it, from the cache.
+	w.dropped = dropCached(w.f, w.dropped, w.off)
 	w.off = w.end
 	return nil
 }
 
 // dropCached gives the page cache back the whole pages of [from, to) of f,
-// once they are synced: nobody reads a journal soon after writing it, and
-// pages the kernel takes back are the ones it hands out next, where a
-// growing cache would take ever new ones (which, on a virtual machine,
-// costs a fault in the host for each). Advice only: its failure is no
-// error.
-// The page the next write goes on stays, so that write need not read it
-// back.
-func dropCached(f *os.File, from, to int64) {
+// which are synced, and returns where the pages it left begin. The cache
+// has a journal's lines for nobody to read again, and pages the kernel
+// takes back are the ones it hands out next, where a growing cache would
+// take ever new ones (which, on a virtual machine, costs a fault in the
+// host for each). The page to holds part of stays, so that the next write
+// need not read it back. Advice only: its failure is no error.
+func dropCached(f *os.File, from, to int64) int64 {
 	from &^= pageSize - 1
 	to &^= pageSize - 1
-	if to > from {
-		onFD(f, func(fd int) error { return unix.Fadvise(fd, from, to-from, unix.FADV_DONTNEED) })
+	if to <= from {
+		return from
 	}
+	onFD(f, func(fd int) error { return unix.Fadvise(fd, from, to-from, unix.FADV_DONTNEED) })
+	return to
 }
 
 const pageSize = 4096
@@ -279,7 +284,7 @@ func (w *writer) create(seq uint64, now time.Time) error {
 		f.Close()
 		return fmt.Errorf("sync %s: %w", w.dir, err)
 	}
-	w.f, w.name, w.off, w.end, w.reserved, w.opened, w.dirty = f, name, 0, 0, 0, now, false
+	w.f, w.name, w.off, w.end, w.reserved, w.opened, w.dirty, w.dropped = f, name, 0, 0, 0, now, false, 0
 	if w.onCreate != nil {
 		w.onCreate(seq)
 	}
