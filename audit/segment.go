@@ -238,8 +238,8 @@ func (w *writer) sync() error {
 // has a journal's lines for nobody to read again, and pages the kernel
 // takes back are the ones it hands out next, where a growing cache would
 // take ever new ones (which, on a virtual machine, costs a fault in the
-// host for each). The page to holds part of stays, so that the next write
-// need not read it back. Advice only: its failure is no error.
+// host for each). The page holding offset to stays, so that the next
+// write need not read it back. Advice only: its failure is no error.
 func dropCached(f *os.File, from, to int64) int64 {
 	from &^= pageSize - 1
 	to &^= pageSize - 1
