@@ -181,7 +181,7 @@ func runPG(seconds, rounds int, baselineBin, perfDir string) error {
 
 	fmt.Printf("\npgbench -S (select-only), scale 10, %ds per run, PostgreSQL 15, %s\n", seconds, time.Now().Format(time.RFC3339))
 	server := postmaster{postmasterPID(work)}
-	fmt.Printf("%-10s %-9s %12s %12s %12s %12s %14s %14s %16s %14s %14s\n", "mode", "path", "TPS c=8", "p50 c=1", "p99 c=1", "TPS vs direct", "proxy CPU/tx", "read+write/tx", "machine CPU/tx", "pgbench CPU/tx", "server CPU/tx")
+	fmt.Printf("%-10s %-9s %12s %12s %12s %12s %14s %14s %16s %14s %14s %12s %9s\n", "mode", "path", "TPS c=8", "p50 c=1", "p99 c=1", "TPS vs direct", "proxy CPU/tx", "read+write/tx", "machine CPU/tx", "pgbench CPU/tx", "server CPU/tx", "switches/tx", "irqs/tx")
 	for _, mode := range []string{"simple", "prepared"} {
 		res := map[string]pgResult{}
 		// Interleave paths, rounds times, so drift in machine load hits
@@ -229,7 +229,8 @@ func runPG(seconds, rounds int, baselineBin, perfDir string) error {
 			if r.syscalls > 0 {
 				sys = fmt.Sprintf("%.2f", float64(r.syscalls)/float64(r.txs))
 			}
-			fmt.Printf("%-10s %-9s %12.0f %12v %12v %11.2fx %14s %14s %16s %14s %14s\n", mode, p.name, r.tps, r.p50, r.p99, r.tps/res["direct"].tps, cpu, sys, r.machine.perTx(r.txs), perTx(r.client, r.txs), perTx(r.server, r.txs))
+			switches, irqs := r.machine.eventsPerTx(r.txs)
+			fmt.Printf("%-10s %-9s %12.0f %12v %12v %11.2fx %14s %14s %16s %14s %14s %12s %9s\n", mode, p.name, r.tps, r.p50, r.p99, r.tps/res["direct"].tps, cpu, sys, r.machine.perTx(r.txs), perTx(r.client, r.txs), perTx(r.server, r.txs), switches, irqs)
 		}
 		fmt.Printf("%-10s tollgate/pgbouncer TPS %.2fx; tollgate adds %v p50 over direct at 1 client\n",
 			mode, res["tollgate"].tps/res["pgbouncer"].tps, res["tollgate"].p50-res["direct"].p50)
@@ -344,14 +345,25 @@ func sampleProc(pid int) procUse {
 // (steal): with TPS it says whether a path used more CPU or got less.
 type machineUse struct {
 	busy, steal time.Duration
+	switches    int64 // context switches
+	irqs        int64 // interrupts, inter-processor ones (wake-ups) included
 }
 
 func (u machineUse) sub(v machineUse) machineUse {
-	return machineUse{busy: u.busy - v.busy, steal: u.steal - v.steal}
+	return machineUse{busy: u.busy - v.busy, steal: u.steal - v.steal, switches: u.switches - v.switches, irqs: u.irqs - v.irqs}
 }
 
 func (u machineUse) add(v machineUse) machineUse {
-	return machineUse{busy: u.busy + v.busy, steal: u.steal + v.steal}
+	return machineUse{busy: u.busy + v.busy, steal: u.steal + v.steal, switches: u.switches + v.switches, irqs: u.irqs + v.irqs}
+}
+
+// eventsPerTx formats the machine's context switches and interrupts per
+// transaction.
+func (u machineUse) eventsPerTx(txs int64) (switches, irqs string) {
+	if txs == 0 {
+		return "", ""
+	}
+	return fmt.Sprintf("%.2f", float64(u.switches)/float64(txs)), fmt.Sprintf("%.2f", float64(u.irqs)/float64(txs))
 }
 
 // perTx formats the busy time per transaction, and the steal when there
@@ -383,7 +395,18 @@ func sampleMachine() machineUse {
 		n, _ := strconv.ParseInt(f[i], 10, 64)
 		return time.Duration(n) * 10 * time.Millisecond
 	}
-	return machineUse{busy: tick(1) + tick(2) + tick(3) + tick(6) + tick(7), steal: tick(8)}
+	u := machineUse{busy: tick(1) + tick(2) + tick(3) + tick(6) + tick(7), steal: tick(8)}
+	for _, l := range strings.Split(string(stat), "\n") {
+		k, v, _ := strings.Cut(l, " ")
+		v, _, _ = strings.Cut(v, " ") // intr: the total, then one count per interrupt
+		switch k {
+		case "ctxt":
+			u.switches, _ = strconv.ParseInt(v, 10, 64)
+		case "intr":
+			u.irqs, _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	return u
 }
 
 // postmaster samples the CPU time of a PostgreSQL cluster: the
