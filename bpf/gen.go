@@ -5,4 +5,4 @@
 // `make generate`.
 package bpf
 
-//go:generate go tool bpf2go -tags linux -target bpfel -type origin -type tuple -type target_key -type target_val -type config -type stats Tollgate tollgate.c
+//go:generate go tool bpf2go -tags linux -target bpfel -type origin -type tuple -type target_key -type target_val -type config -type stats -type hop Tollgate tollgate.c

@@ -16,6 +16,7 @@
 #include <bpf/bpf_endian.h>
 
 #define AF_INET 2
+#define SK_PASS 1
 #define AF_INET6 10
 #define TCP_CLOSE 7
 
@@ -62,6 +63,7 @@ struct tuple {
 };
 
 #define CONFIG_BREAK_GLASS 1
+#define CONFIG_SHORTCUT 2 // the agent serves the same-host shortcut (tg_skmsg)
 
 struct config {
 	__u64 host_netns_cookie;
@@ -82,6 +84,8 @@ struct stats {
 	__u64 denied_udp;
 	__u64 established;
 	__u64 not_configured;
+	__u64 shortcut;     // sends handed straight to the peer socket
+	__u64 shortcut_tcp; // sends of shortcut sockets that took TCP
 };
 
 struct {
@@ -132,6 +136,37 @@ struct {
 	__type(value, struct stats);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } tg_stats SEC(".maps");
+
+// tg_socks holds both ends of the agent's same-host hop, each under its own
+// view of the connection (src is the local end): a redirected client's
+// socket, put there by sockops once it is connected, and the agent's
+// accepted socket, put there by the agent. A socket leaves when it closes.
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 65536);
+	__type(key, struct tuple);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tg_socks SEC(".maps");
+
+// hop is what one end of a shortcut hop tells the other, under its own
+// tuple in tg_hops: the end writes it each time it sends, the other end's
+// program reads it. Sequence numbers are those of the TCP connection
+// beneath, which the two ends share.
+struct hop {
+	__u64 sent;       // bytes this end handed straight to its peer, in all
+	__u64 peer_sent;  // the peer's sent when this end last wrote here
+	__u32 copied_seq; // how far this end had read its TCP queue then
+	__u32 rmem;       // what this end held unread then, both queues
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 131072);
+	__type(key, struct tuple);
+	__type(value, struct hop);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} tg_hops SEC(".maps");
 
 #define count(field)                                                   \
 	do {                                                           \
@@ -353,38 +388,53 @@ int tg_getpeername6(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
+// skops_tuple fills t with the socket's own view of its connection.
+static __always_inline void skops_tuple(struct bpf_sock_ops *skops, struct tuple *t)
+{
+	if (skops->family == AF_INET) {
+		map_v4(t->src_addr, skops->local_ip4);
+		map_v4(t->dst_addr, skops->remote_ip4);
+	} else {
+		__u32 s[4], d[4];
+		s[0] = READ_U32(skops->local_ip6[0]);
+		s[1] = READ_U32(skops->local_ip6[1]);
+		s[2] = READ_U32(skops->local_ip6[2]);
+		s[3] = READ_U32(skops->local_ip6[3]);
+		d[0] = READ_U32(skops->remote_ip6[0]);
+		d[1] = READ_U32(skops->remote_ip6[1]);
+		d[2] = READ_U32(skops->remote_ip6[2]);
+		d[3] = READ_U32(skops->remote_ip6[3]);
+		__builtin_memcpy(t->src_addr, s, 16);
+		__builtin_memcpy(t->dst_addr, d, 16);
+	}
+	t->src_port = (__u16)skops->local_port;
+	t->dst_port = (__u16)bpf_ntohl(skops->remote_port);
+}
+
 SEC("sockops")
 int tg_sockops(struct bpf_sock_ops *skops)
 {
 	__u64 cookie;
+	struct tuple t = {};
 	switch (skops->op) {
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB: {
 		cookie = bpf_get_socket_cookie(skops);
 		struct origin *o = bpf_map_lookup_elem(&tg_by_cookie, &cookie);
 		if (!o)
 			return 1;
-		struct tuple t = {};
-		if (skops->family == AF_INET) {
-			map_v4(t.src_addr, skops->local_ip4);
-			map_v4(t.dst_addr, skops->remote_ip4);
-		} else {
-			__u32 s[4], d[4];
-			s[0] = READ_U32(skops->local_ip6[0]);
-			s[1] = READ_U32(skops->local_ip6[1]);
-			s[2] = READ_U32(skops->local_ip6[2]);
-			s[3] = READ_U32(skops->local_ip6[3]);
-			d[0] = READ_U32(skops->remote_ip6[0]);
-			d[1] = READ_U32(skops->remote_ip6[1]);
-			d[2] = READ_U32(skops->remote_ip6[2]);
-			d[3] = READ_U32(skops->remote_ip6[3]);
-			__builtin_memcpy(t.src_addr, s, 16);
-			__builtin_memcpy(t.dst_addr, d, 16);
-		}
-		t.src_port = (__u16)skops->local_port;
-		t.dst_port = (__u16)bpf_ntohl(skops->remote_port);
+		skops_tuple(skops, &t);
 		bpf_map_update_elem(&tg_by_tuple, &t, o, BPF_ANY);
+		// The shortcut is best effort: a socket missing from tg_socks
+		// sends by TCP. A fresh hop record: the tuple may be reused. A
+		// live socket under the same tuple (another network namespace)
+		// keeps its place.
+		__u32 zero = 0;
+		struct config *cfg = bpf_map_lookup_elem(&tg_config, &zero);
+		struct hop h = {};
+		if (cfg && (cfg->flags & CONFIG_SHORTCUT) && !bpf_map_update_elem(&tg_hops, &t, &h, BPF_ANY))
+			bpf_sock_hash_update(skops, &tg_socks, &t, BPF_NOEXIST);
 		count(established);
-		// Ask for state changes so the cookie record goes when the socket does.
+		// Ask for state changes so the records go when the socket does.
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 		return 1;
 	}
@@ -392,8 +442,125 @@ int tg_sockops(struct bpf_sock_ops *skops)
 		if (skops->args[1] == TCP_CLOSE) {
 			cookie = bpf_get_socket_cookie(skops);
 			bpf_map_delete_elem(&tg_by_cookie, &cookie);
+			skops_tuple(skops, &t);
+			bpf_map_delete_elem(&tg_hops, &t);
 		}
 		return 1;
 	}
 	return 1;
+}
+
+// The fields of the kernel's tcp_sock, and of the struct sock it begins
+// with, that tg_skmsg reads: relocated against the running kernel's BTF.
+struct tcp_sock {
+	__u32 rcv_nxt;
+	__u32 copied_seq;
+	__u32 snd_una;
+	__u32 write_seq;
+	__u32 data_segs_out;
+} __attribute__((preserve_access_index));
+
+struct sock {
+	struct {
+		struct {
+			int counter;
+		} rmem_alloc; // sk_rmem_alloc
+	} sk_backlog;
+} __attribute__((preserve_access_index));
+
+// SHORTCUT_UNREAD_MAX bounds what one end may hand its peer beyond what the
+// peer last said it held unread: a handed-over byte is never refused for
+// room, so past this the bytes take TCP, whose window holds the sender.
+#define SHORTCUT_UNREAD_MAX (4 << 20)
+
+// tg_skmsg runs on every send of a socket in tg_socks and hands the bytes
+// straight to the peer's receive queue (BPF_F_INGRESS), skipping the TCP/IP
+// stack, when that cannot reorder the stream. A reader drains what was
+// handed to it before its TCP queue, so the handed-over bytes must be the
+// oldest unread: every byte this end sent by TCP has been acknowledged by
+// the peer and read by it (the peer's copied_seq, which it writes to
+// tg_hops when it sends, has reached our write_seq). Bytes that take TCP
+// after handed-over ones queue behind them, in order, so falling back is
+// always safe. Anything unknown, or a peer not in tg_socks, means TCP.
+SEC("sk_msg")
+int tg_skmsg(struct sk_msg_md *msg)
+{
+	struct tuple me = {}, peer = {};
+	if (msg->family == AF_INET) {
+		map_v4(me.src_addr, msg->local_ip4);
+		map_v4(me.dst_addr, msg->remote_ip4);
+	} else {
+		__u32 s[4], d[4];
+		s[0] = READ_U32(msg->local_ip6[0]);
+		s[1] = READ_U32(msg->local_ip6[1]);
+		s[2] = READ_U32(msg->local_ip6[2]);
+		s[3] = READ_U32(msg->local_ip6[3]);
+		d[0] = READ_U32(msg->remote_ip6[0]);
+		d[1] = READ_U32(msg->remote_ip6[1]);
+		d[2] = READ_U32(msg->remote_ip6[2]);
+		d[3] = READ_U32(msg->remote_ip6[3]);
+		__builtin_memcpy(me.src_addr, s, 16);
+		__builtin_memcpy(me.dst_addr, d, 16);
+	}
+	me.src_port = (__u16)msg->local_port;
+	me.dst_port = (__u16)bpf_ntohl(msg->remote_port);
+	__builtin_memcpy(peer.src_addr, me.dst_addr, 16);
+	__builtin_memcpy(peer.dst_addr, me.src_addr, 16);
+	peer.src_port = me.dst_port;
+	peer.dst_port = me.src_port;
+
+	struct bpf_sock *sk = msg->sk;
+	if (!sk)
+		return SK_PASS;
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return SK_PASS;
+	struct hop *mine = bpf_map_lookup_elem(&tg_hops, &me);
+	if (!mine) {
+		struct hop h = {};
+		bpf_map_update_elem(&tg_hops, &me, &h, BPF_NOEXIST);
+		mine = bpf_map_lookup_elem(&tg_hops, &me);
+		if (!mine)
+			return SK_PASS;
+	}
+	struct hop *theirs = bpf_map_lookup_elem(&tg_hops, &peer);
+
+	// Tell the peer how far we read and what we hold. Our own socket is
+	// locked while this runs, so nothing else writes mine.
+	mine->copied_seq = tp->copied_seq;
+	mine->rmem = ((struct sock *)tp)->sk_backlog.rmem_alloc.counter;
+	mine->peer_sent = theirs ? theirs->sent : 0;
+
+	// In order: nothing of ours in TCP's hands, and the peer has read all
+	// we ever sent by TCP. A peer that never wrote its record has not
+	// said so. The check also pairs the two ends: a record under the
+	// peer's tuple from any other connection has its read position in
+	// another sequence space.
+	__u32 write_seq = tp->write_seq;
+	if (tp->snd_una != write_seq || !theirs || theirs->copied_seq != write_seq) {
+		count(shortcut_tcp);
+		return SK_PASS;
+	}
+
+	// Room: what the peer held when it last wrote, and what we handed it
+	// since, in which its reading since then is not counted.
+	if (mine->sent < theirs->peer_sent) { // a record lost to the LRU
+		count(shortcut_tcp);
+		return SK_PASS;
+	}
+	__u64 unread = (__u64)msg->size + theirs->rmem + (mine->sent - theirs->peer_sent);
+	if (unread > SHORTCUT_UNREAD_MAX) {
+		count(shortcut_tcp);
+		return SK_PASS;
+	}
+
+	// A peer not in tg_socks (closed, or never put there) leaves the
+	// redirect unset, and SK_PASS then sends by TCP.
+	if (bpf_msg_redirect_hash(msg, &tg_socks, &peer, BPF_F_INGRESS) == SK_PASS) {
+		mine->sent += msg->size;
+		count(shortcut);
+	} else {
+		count(shortcut_tcp);
+	}
+	return SK_PASS;
 }

@@ -26,6 +26,14 @@ type TollgateConfig struct {
 	Pad2            uint32
 }
 
+type TollgateHop struct {
+	_         structs.HostLayout
+	Sent      uint64
+	PeerSent  uint64
+	CopiedSeq uint32
+	Rmem      uint32
+}
+
 type TollgateOrigin struct {
 	_           structs.HostLayout
 	CgroupId    uint64
@@ -47,6 +55,8 @@ type TollgateStats struct {
 	DeniedUdp     uint64
 	Established   uint64
 	NotConfigured uint64
+	Shortcut      uint64
+	ShortcutTcp   uint64
 }
 
 type TollgateTargetKey struct {
@@ -79,6 +89,8 @@ const (
 	TollgateMapTgByTuple       = "tg_by_tuple"
 	TollgateMapTgConfig        = "tg_config"
 	TollgateMapTgExempt        = "tg_exempt"
+	TollgateMapTgHops          = "tg_hops"
+	TollgateMapTgSocks         = "tg_socks"
 	TollgateMapTgStats         = "tg_stats"
 	TollgateMapTgTargets       = "tg_targets"
 	TollgateProgTgConnect4     = "tg_connect4"
@@ -87,6 +99,7 @@ const (
 	TollgateProgTgGetpeername6 = "tg_getpeername6"
 	TollgateProgTgSendmsg4     = "tg_sendmsg4"
 	TollgateProgTgSendmsg6     = "tg_sendmsg6"
+	TollgateProgTgSkmsg        = "tg_skmsg"
 	TollgateProgTgSockops      = "tg_sockops"
 )
 
@@ -138,6 +151,7 @@ type TollgateProgramSpecs struct {
 	TgGetpeername6 *ebpf.ProgramSpec `ebpf:"tg_getpeername6"`
 	TgSendmsg4     *ebpf.ProgramSpec `ebpf:"tg_sendmsg4"`
 	TgSendmsg6     *ebpf.ProgramSpec `ebpf:"tg_sendmsg6"`
+	TgSkmsg        *ebpf.ProgramSpec `ebpf:"tg_skmsg"`
 	TgSockops      *ebpf.ProgramSpec `ebpf:"tg_sockops"`
 }
 
@@ -149,6 +163,8 @@ type TollgateMapSpecs struct {
 	TgByTuple  *ebpf.MapSpec `ebpf:"tg_by_tuple"`
 	TgConfig   *ebpf.MapSpec `ebpf:"tg_config"`
 	TgExempt   *ebpf.MapSpec `ebpf:"tg_exempt"`
+	TgHops     *ebpf.MapSpec `ebpf:"tg_hops"`
+	TgSocks    *ebpf.MapSpec `ebpf:"tg_socks"`
 	TgStats    *ebpf.MapSpec `ebpf:"tg_stats"`
 	TgTargets  *ebpf.MapSpec `ebpf:"tg_targets"`
 }
@@ -183,6 +199,8 @@ type TollgateMaps struct {
 	TgByTuple  *ebpf.Map `ebpf:"tg_by_tuple"`
 	TgConfig   *ebpf.Map `ebpf:"tg_config"`
 	TgExempt   *ebpf.Map `ebpf:"tg_exempt"`
+	TgHops     *ebpf.Map `ebpf:"tg_hops"`
+	TgSocks    *ebpf.Map `ebpf:"tg_socks"`
 	TgStats    *ebpf.Map `ebpf:"tg_stats"`
 	TgTargets  *ebpf.Map `ebpf:"tg_targets"`
 }
@@ -193,6 +211,8 @@ func (m *TollgateMaps) Close() error {
 		m.TgByTuple,
 		m.TgConfig,
 		m.TgExempt,
+		m.TgHops,
+		m.TgSocks,
 		m.TgStats,
 		m.TgTargets,
 	)
@@ -214,6 +234,7 @@ type TollgatePrograms struct {
 	TgGetpeername6 *ebpf.Program `ebpf:"tg_getpeername6"`
 	TgSendmsg4     *ebpf.Program `ebpf:"tg_sendmsg4"`
 	TgSendmsg6     *ebpf.Program `ebpf:"tg_sendmsg6"`
+	TgSkmsg        *ebpf.Program `ebpf:"tg_skmsg"`
 	TgSockops      *ebpf.Program `ebpf:"tg_sockops"`
 }
 
@@ -225,6 +246,7 @@ func (p *TollgatePrograms) Close() error {
 		p.TgGetpeername6,
 		p.TgSendmsg4,
 		p.TgSendmsg6,
+		p.TgSkmsg,
 		p.TgSockops,
 	)
 }

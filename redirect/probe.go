@@ -16,6 +16,8 @@ import (
 type ProbeResult struct {
 	Program string
 	Err     error
+	// Optional: the agent runs without it (the same-host shortcut).
+	Optional bool
 }
 
 // Probe loads every program without pinning anything and attaches each one
@@ -31,7 +33,8 @@ func Probe(cgroupMount string) ([]ProbeResult, error) {
 		m.Pinning = ebpf.PinNone
 	}
 	var objs bpf.TollgateObjects
-	if err := spec.LoadAndAssign(&objs, nil); err != nil {
+	shortcutErr, err := loadObjects(spec, &objs, nil)
+	if err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
 			err = fmt.Errorf("%w (verifier: %s)", err, lastLines(verr.Log, 3))
@@ -59,6 +62,18 @@ func Probe(cgroupMount string) ([]ProbeResult, error) {
 		}
 		out = append(out, ProbeResult{Program: p.name, Err: err})
 	}
+	if shortcutErr == nil {
+		shortcutErr = link.RawAttachProgram(link.RawAttachProgramOptions{
+			Target: objs.TgSocks.FD(), Program: objs.TgSkmsg, Attach: ebpf.AttachSkMsgVerdict})
+	}
+	if shortcutErr != nil {
+		var verr *ebpf.VerifierError
+		if errors.As(shortcutErr, &verr) {
+			shortcutErr = fmt.Errorf("%w (verifier: %s)", shortcutErr, lastLines(verr.Log, 3))
+		}
+		shortcutErr = fmt.Errorf("%w: clients reach the agent over TCP (proxy.shortcut needs BTF and Linux 5.9)", shortcutErr)
+	}
+	out = append(out, ProbeResult{Program: "sk_msg", Err: shortcutErr, Optional: true})
 	return out, nil
 }
 

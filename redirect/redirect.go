@@ -17,9 +17,12 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
@@ -66,7 +69,21 @@ type Options struct {
 	// agent's own cgroup).
 	Exempt  []uint64
 	Targets []Target
+	// Shortcut lets a governed client and the agent exchange bytes
+	// straight between their sockets rather than through the TCP/IP stack
+	// (see Shortcut). Off, or on a kernel that cannot run it, connections
+	// work the same over TCP.
+	Shortcut bool
 }
+
+// Config flags (struct config.flags in bpf/tollgate.c).
+const (
+	flagBreakGlass = 1
+	flagShortcut   = 2
+)
+
+// ErrShortcutOff is Shortcut's answer when the shortcut is not in use.
+var ErrShortcutOff = errors.New("redirect: the same-host shortcut is off")
 
 // programs lists what is attached, in attach order: the programs that only
 // read records first, connect last, so a redirected socket always finds the
@@ -95,6 +112,9 @@ type Redirector struct {
 
 	mu      sync.Mutex // serialises target table updates
 	targets map[bpf.TollgateTargetKey]bpf.TollgateTargetVal
+
+	shortcut    bool  // tg_skmsg is attached and the agent serves the shortcut
+	shortcutErr error // why this kernel cannot run tg_skmsg
 }
 
 // Attach loads the programs and attaches them to opts.Cgroup, adopting links
@@ -119,6 +139,17 @@ func Attach(opts Options) (r *Redirector, err error) {
 			r.Close()
 		}
 	}()
+	if opts.Shortcut && r.shortcutErr == nil {
+		// On tg_socks itself, so it lives as long as the pinned map
+		// (attaching again replaces it); before configure sets the flag
+		// that has sockops fill tg_socks.
+		err := link.RawAttachProgram(link.RawAttachProgramOptions{
+			Target: r.objs.TgSocks.FD(), Program: r.objs.TgSkmsg, Attach: ebpf.AttachSkMsgVerdict})
+		if err != nil {
+			return nil, fmt.Errorf("redirect: attach sk_msg: %w", err)
+		}
+		r.shortcut = true
+	}
 	if err := r.configure(opts); err != nil {
 		return nil, err
 	}
@@ -140,14 +171,14 @@ func (r *Redirector) load() error {
 		return fmt.Errorf("redirect: %w", err)
 	}
 	opts := &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: r.pinDir}}
-	err = spec.LoadAndAssign(&r.objs, opts)
+	r.shortcutErr, err = loadObjects(spec, &r.objs, opts)
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
 		// A different agent version pinned maps of another shape. Old links
 		// keep the old maps alive until their programs are replaced below.
 		for name := range spec.Maps {
 			os.Remove(filepath.Join(r.pinDir, name))
 		}
-		err = spec.LoadAndAssign(&r.objs, opts)
+		r.shortcutErr, err = loadObjects(spec, &r.objs, opts)
 	}
 	if err != nil {
 		var verr *ebpf.VerifierError
@@ -157,6 +188,24 @@ func (r *Redirector) load() error {
 		return fmt.Errorf("redirect: load programs: %w", err)
 	}
 	return nil
+}
+
+// loadObjects loads spec into objs. The shortcut's program needs more of
+// the kernel (BTF, Linux 5.9) than the rest: when it alone cannot load, it
+// is replaced by one that sends everything by TCP, never attached, and its
+// error is returned apart.
+func loadObjects(spec *ebpf.CollectionSpec, objs *bpf.TollgateObjects, opts *ebpf.CollectionOptions) (shortcutErr, err error) {
+	err = spec.LoadAndAssign(objs, opts)
+	if err == nil || !strings.Contains(err.Error(), "program "+bpf.TollgateProgTgSkmsg+":") {
+		return nil, err
+	}
+	shortcutErr = err
+	spec = spec.Copy()
+	spec.Programs[bpf.TollgateProgTgSkmsg] = &ebpf.ProgramSpec{
+		Name: bpf.TollgateProgTgSkmsg, Type: ebpf.SkMsg, License: "Dual MIT/GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 1 /* SK_PASS */), asm.Return()},
+	}
+	return shortcutErr, spec.LoadAndAssign(objs, opts)
 }
 
 func (r *Redirector) configure(opts Options) error {
@@ -177,7 +226,10 @@ func (r *Redirector) configure(opts Options) error {
 	}
 	var old bpf.TollgateConfig
 	if err := r.objs.TgConfig.Lookup(uint32(0), &old); err == nil {
-		cfg.Flags = old.Flags // break-glass survives a restart
+		cfg.Flags = old.Flags & flagBreakGlass // break-glass survives a restart
+	}
+	if r.shortcut {
+		cfg.Flags |= flagShortcut
 	}
 	if err := r.objs.TgConfig.Put(uint32(0), &cfg); err != nil {
 		return fmt.Errorf("redirect: write config: %w", err)
@@ -319,9 +371,9 @@ func (r *Redirector) SetBreakGlass(on bool) error {
 		return fmt.Errorf("redirect: read config: %w", err)
 	}
 	if on {
-		cfg.Flags |= 1
+		cfg.Flags |= flagBreakGlass
 	} else {
-		cfg.Flags &^= 1
+		cfg.Flags &^= flagBreakGlass
 	}
 	return r.objs.TgConfig.Put(uint32(0), &cfg)
 }
@@ -374,6 +426,57 @@ func (r *Redirector) LookupConn(c net.Conn) (Origin, error) {
 	return r.Lookup(netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port()), netip.AddrPortFrom(local.Addr().Unmap(), local.Port()))
 }
 
+// Shortcut lets an accepted connection and its client exchange bytes
+// straight between their two sockets, skipping the TCP/IP stack on both
+// sides, when the client's socket is one the programs redirected on this
+// host (sockops put it in tg_socks). Each send takes the shortcut only
+// when it cannot overtake bytes sent by TCP, and falls back to TCP past
+// 4 MiB its peer has not read, for TCP's flow control (tg_skmsg in
+// bpf/tollgate.c). The connection behaves the same either way, so a
+// failure only costs speed. Call it before the first write.
+func (r *Redirector) Shortcut(c net.Conn) error {
+	if !r.shortcut {
+		return ErrShortcutOff
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return fmt.Errorf("redirect: shortcut: %T has no socket", c)
+	}
+	peer, err1 := netip.ParseAddrPort(c.RemoteAddr().String())
+	local, err2 := netip.ParseAddrPort(c.LocalAddr().String())
+	if err := errors.Join(err1, err2); err != nil {
+		return fmt.Errorf("redirect: connection addresses: %w", err)
+	}
+	k := bpf.TollgateTuple{
+		SrcAddr: local.Addr().Unmap().As16(),
+		DstAddr: peer.Addr().Unmap().As16(),
+		SrcPort: local.Port(),
+		DstPort: peer.Port(),
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("redirect: shortcut: %w", err)
+	}
+	// A fresh record: the tuple may have served an earlier connection.
+	if err := r.objs.TgHops.Update(&k, &bpf.TollgateHop{}, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("redirect: shortcut: %w", err)
+	}
+	var uerr error
+	if err := raw.Control(func(fd uintptr) {
+		uerr = r.objs.TgSocks.Update(&k, uint64(fd), ebpf.UpdateAny)
+	}); err != nil {
+		return fmt.Errorf("redirect: shortcut: %w", err)
+	}
+	if uerr != nil {
+		return fmt.Errorf("redirect: shortcut: %w", uerr)
+	}
+	return nil
+}
+
+// ShortcutErr says why this kernel cannot run the shortcut, nil when it
+// can.
+func (r *Redirector) ShortcutErr() error { return r.shortcutErr }
+
 // Stats are the kernel side's event counters, summed over CPUs.
 type Stats = bpf.TollgateStats
 
@@ -390,6 +493,8 @@ func (r *Redirector) Stats() (Stats, error) {
 		s.DeniedUdp += p.DeniedUdp
 		s.Established += p.Established
 		s.NotConfigured += p.NotConfigured
+		s.Shortcut += p.Shortcut
+		s.ShortcutTcp += p.ShortcutTcp
 	}
 	return s, nil
 }
@@ -411,6 +516,10 @@ func (r *Redirector) Close() error {
 // governed connections go direct afterwards (fail-open exit, uninstall).
 func (r *Redirector) Detach() error {
 	var errs []error
+	if r.shortcut && len(r.links) > 0 { // attached, and still open
+		errs = append(errs, link.RawDetachProgram(link.RawDetachProgramOptions{
+			Target: r.objs.TgSocks.FD(), Program: r.objs.TgSkmsg, Attach: ebpf.AttachSkMsgVerdict}))
+	}
 	for _, l := range r.links {
 		errs = append(errs, l.Unpin())
 	}

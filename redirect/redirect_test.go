@@ -16,6 +16,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	testenv.RegisterHelper("shortcut", shortcutClient)
 	testenv.RunHelper()
 	os.Exit(m.Run())
 }
@@ -56,9 +57,8 @@ func freePort(t *testing.T) uint16 {
 	return 0
 }
 
-// serve answers every connection on l with the origin the redirector
-// recorded for it.
-func serve(t *testing.T, r *Redirector, l net.Listener) {
+// serve runs handle for every connection on l.
+func serve(t *testing.T, r *Redirector, l net.Listener, handle func(*Redirector, net.Conn)) {
 	go func() {
 		for {
 			c, err := l.Accept()
@@ -67,16 +67,22 @@ func serve(t *testing.T, r *Redirector, l net.Listener) {
 			}
 			go func() {
 				defer c.Close()
-				o, lerr := r.LookupConn(c)
-				payload, _ := io.ReadAll(c)
-				rep := proxyReply{Origin: o, Payload: string(payload)}
-				if lerr != nil {
-					rep.Err = lerr.Error()
-				}
-				json.NewEncoder(c).Encode(rep)
+				handle(r, c)
 			}()
 		}
 	}()
+}
+
+// replyOrigin answers a connection with the origin the redirector recorded
+// for it and what the client sent.
+func replyOrigin(r *Redirector, c net.Conn) {
+	o, lerr := r.LookupConn(c)
+	payload, _ := io.ReadAll(c)
+	rep := proxyReply{Origin: o, Payload: string(payload)}
+	if lerr != nil {
+		rep.Err = lerr.Error()
+	}
+	json.NewEncoder(c).Encode(rep)
 }
 
 func listen(t *testing.T, network, addr string) net.Listener {
@@ -90,6 +96,17 @@ func listen(t *testing.T, network, addr string) net.Listener {
 }
 
 func newFixture(t *testing.T, targets ...string) *fixture {
+	return newFixtureServing(t, replyOrigin, targets...)
+}
+
+// newFixtureServing is newFixture with handle serving the proxy port.
+func newFixtureServing(t *testing.T, handle func(*Redirector, net.Conn), targets ...string) *fixture {
+	return newFixtureWith(t, handle, nil, targets...)
+}
+
+// newFixtureWith is newFixtureServing with edit changing the options before
+// Attach.
+func newFixtureWith(t *testing.T, handle func(*Redirector, net.Conn), edit func(*Options), targets ...string) *fixture {
 	t.Helper()
 	testenv.RequirePrivileged(t)
 	f := &fixture{
@@ -114,8 +131,12 @@ func newFixture(t *testing.T, targets ...string) *fixture {
 			Remote: netip.MustParseAddr("169.254.77.1"),
 			V6:     netip.MustParseAddr("::1"),
 		},
-		Mark:    0x70670001,
-		Targets: tt,
+		Mark:     0x70670001,
+		Targets:  tt,
+		Shortcut: true,
+	}
+	if edit != nil {
+		edit(&f.opts)
 	}
 	r, err := Attach(f.opts)
 	if err != nil {
@@ -128,8 +149,8 @@ func newFixture(t *testing.T, targets ...string) *fixture {
 		}
 	})
 	port := strconv.Itoa(int(f.proxyPort))
-	serve(t, r, listen(t, "tcp4", "127.0.0.1:"+port))
-	serve(t, r, listen(t, "tcp6", "[::1]:"+port))
+	serve(t, r, listen(t, "tcp4", "127.0.0.1:"+port), handle)
+	serve(t, r, listen(t, "tcp6", "[::1]:"+port), handle)
 	return f
 }
 
@@ -397,7 +418,7 @@ func TestPodClientReachesProxyOnLinkLocal(t *testing.T) {
 			t.Errorf("remove link-local address: %v", err)
 		}
 	})
-	serve(t, f.r, listen(t, "tcp4", net.JoinHostPort(f.opts.Proxy.Remote.String(), strconv.Itoa(int(f.proxyPort)))))
+	serve(t, f.r, listen(t, "tcp4", net.JoinHostPort(f.opts.Proxy.Remote.String(), strconv.Itoa(int(f.proxyPort)))), replyOrigin)
 	pod := testenv.NewPod(t)
 	podCg := testenv.NewCgroup(t, f.cg)
 

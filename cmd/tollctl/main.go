@@ -134,6 +134,7 @@ func statusCmd(g *globals) *cobra.Command {
 			}
 			fmt.Fprintf(w, "kernel:\tredirected %d, established %d, exempt %d, udp denied %d\n",
 				st.Kernel.Redirected, st.Kernel.Established, st.Kernel.Exempt, st.Kernel.DeniedUDP)
+			fmt.Fprintf(w, "shortcut:\t%d sends socket to socket, %d by TCP\n", st.Kernel.ShortcutSends, st.Kernel.ShortcutTCPSends)
 			w.Flush()
 			fmt.Fprintln(out)
 			w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)

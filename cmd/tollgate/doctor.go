@@ -65,7 +65,7 @@ func doctor() []check {
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err == nil {
 		ok("btf", "/sys/kernel/btf/vmlinux")
 	} else {
-		warn("btf", "no /sys/kernel/btf/vmlinux: not needed today, but build the kernel with CONFIG_DEBUG_INFO_BTF=y for future programs")
+		warn("btf", "no /sys/kernel/btf/vmlinux: the same-host shortcut (proxy.shortcut) needs it; build the kernel with CONFIG_DEBUG_INFO_BTF=y")
 	}
 
 	mount, err := cgroup2.Mount()
@@ -107,9 +107,14 @@ func doctor() []check {
 		return out
 	}
 	for _, r := range results {
-		if r.Err == nil {
+		switch {
+		case r.Err == nil && r.Optional:
+			ok("program "+r.Program, "loaded and attached (same-host shortcut)")
+		case r.Err == nil:
 			ok("program "+r.Program, "loaded and attached with a bpf_link")
-		} else {
+		case r.Optional:
+			warn("program "+r.Program, r.Err.Error())
+		default:
 			fail("program "+r.Program, r.Err.Error())
 		}
 	}

@@ -345,12 +345,13 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		return err
 	}
 	a.redir, err = redirect.Attach(redirect.Options{
-		Cgroup:  filepath.Join(a.mount, cfg.BPF.Cgroup),
-		PinDir:  cfg.BPF.PinDir,
-		Proxy:   redirect.Proxy{Port: cfg.Proxy.Port, V4: v4, Remote: remote, V6: v6},
-		Mark:    cfg.Proxy.Mark,
-		Exempt:  exempt,
-		Targets: a.state.Load().redirectTargets(),
+		Cgroup:   filepath.Join(a.mount, cfg.BPF.Cgroup),
+		PinDir:   cfg.BPF.PinDir,
+		Proxy:    redirect.Proxy{Port: cfg.Proxy.Port, V4: v4, Remote: remote, V6: v6},
+		Mark:     cfg.Proxy.Mark,
+		Shortcut: cfg.Proxy.ShortcutOn(),
+		Exempt:   exempt,
+		Targets:  a.state.Load().redirectTargets(),
 	})
 	if err != nil {
 		return err
@@ -362,6 +363,9 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	a.log.Info("redirect attached",
 		zap.String(lf.Cgroup, cfg.BPF.Cgroup), zap.String(lf.PinDir, cfg.BPF.PinDir),
 		zap.Bool("adopted", a.redir.Adopted()), zap.Strings(lf.Listen, a.listen))
+	if err := a.redir.ShortcutErr(); err != nil && cfg.Proxy.ShortcutOn() {
+		a.log.Warn("same-host shortcut unavailable on this kernel: clients reach the agent over TCP", zap.Error(err))
+	}
 
 	sessCtx, cancelSessions := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelSessions()
@@ -491,6 +495,9 @@ func (a *Agent) handle(ctx context.Context, c net.Conn) {
 		a.log.Warn("connection without origin refused", zap.String(lf.Peer, c.RemoteAddr().String()), zap.Error(err))
 		c.Close()
 		return
+	}
+	if err := a.redir.Shortcut(c); err != nil && !errors.Is(err, redirect.ErrShortcutOff) {
+		a.log.Debug("same-host shortcut not taken: the connection uses TCP", zap.Error(err))
 	}
 	st := a.state.Load()
 	t := st.match(origin.Dst)
@@ -653,7 +660,8 @@ func (a *Agent) Status() control.Status {
 	if a.redir != nil {
 		s.Adopted = a.redir.Adopted()
 		if k, err := a.redir.Stats(); err == nil {
-			s.Kernel = control.KernelCounters{Redirected: k.Redirected, Exempt: k.Exempt, DeniedUDP: k.DeniedUdp, Established: k.Established, NotConfigured: k.NotConfigured}
+			s.Kernel = control.KernelCounters{Redirected: k.Redirected, Exempt: k.Exempt, DeniedUDP: k.DeniedUdp, Established: k.Established, NotConfigured: k.NotConfigured,
+				ShortcutSends: k.Shortcut, ShortcutTCPSends: k.ShortcutTcp}
 		}
 	}
 	return s

@@ -101,11 +101,22 @@ type Proxy struct {
 	// Mark is the SO_MARK set on the agent's upstream sockets; such sockets
 	// are never redirected. Default (and when 0) 0x70670001.
 	Mark uint32 `yaml:"mark"`
+	// Shortcut lets a governed client on this host and the agent exchange
+	// bytes straight between their sockets (eBPF sk_msg), skipping the
+	// TCP/IP stack on the hop that never leaves the host; a send that
+	// could overtake bytes already sent by TCP, or that finds its reader
+	// 4 MiB behind, goes by TCP. Clients see no difference but speed.
+	// Default true; the kernel needs BTF and Linux 5.9 or newer, else the
+	// agent logs why and uses TCP.
+	Shortcut *bool `yaml:"shortcut"`
 	// TLS is the certificate the proxy presents to clients that ask for
 	// TLS (PostgreSQL sslmode=require). Default: a self-signed certificate
 	// generated once into <state_dir>/tls.
 	TLS ProxyTLS `yaml:"tls"`
 }
+
+// ShortcutOn reports whether proxy.shortcut is on.
+func (p Proxy) ShortcutOn() bool { return p.Shortcut == nil || *p.Shortcut }
 
 // ProxyTLS names a certificate and key (PEM). Both or neither.
 type ProxyTLS struct {

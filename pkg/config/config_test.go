@@ -135,17 +135,21 @@ func TestParseFull(t *testing.T) {
 	if got, want := c.ShutdownGrace, 30*time.Second; got != want {
 		t.Errorf("got shutdown_grace %v; want %v", got, want)
 	}
+	if !c.Proxy.ShortcutOn() || c.Proxy.Shortcut == nil {
+		t.Errorf("proxy.shortcut = %v; want set to true", c.Proxy.Shortcut)
+	}
+	c.Proxy.Shortcut = nil
 	if got, want := c.Proxy, (Proxy{Port: 15001, LinkLocal: "169.254.77.1", Mark: 0x70670001}); got != want {
 		t.Errorf("got proxy %+v; want %+v", got, want)
 	}
 
 	wantIDs := []Identity{
 		{Name: "billing-export", Owner: "team-billing", Purpose: "Nightly invoice export",
-			Match: IdentityMatch{Cgroup: "/system.slice/billing-export.service"}, Line: 22},
+			Match: IdentityMatch{Cgroup: "/system.slice/billing-export.service"}, Line: 23},
 		{Name: "reporting", Owner: "team-data", Purpose: "Dashboards, read only",
-			Match: IdentityMatch{SystemdUnit: "reporting.service", UID: u32(1001)}, Line: 26},
+			Match: IdentityMatch{SystemdUnit: "reporting.service", UID: u32(1001)}, Line: 27},
 		{Name: "batch-jobs", Owner: "team-platform", Purpose: "Anything under the batch slice",
-			Match: IdentityMatch{Cgroup: "/batch.slice/**"}, Line: 32},
+			Match: IdentityMatch{Cgroup: "/batch.slice/**"}, Line: 33},
 	}
 	if len(c.Identities) != len(wantIDs) {
 		t.Fatalf("got %d identities; want %d", len(c.Identities), len(wantIDs))
@@ -162,14 +166,14 @@ func TestParseFull(t *testing.T) {
 	wantTargets := []Target{
 		{Name: "orders-db", Protocol: "postgres", Address: "127.77.0.5:5432", Upstream: "127.77.0.5:5432",
 			Credentials: Credentials{Username: "app_ro", Password: secret, PasswordFile: f.pwFile},
-			TLS:         TLS{Mode: TLSDisable}, Line: 41},
+			TLS:         TLS{Mode: TLSDisable}, Line: 42},
 		{Name: "analytics-db", Protocol: "postgres", Address: "127.77.1.0/24:5432", Upstream: "analytics.db.internal:5432",
 			Credentials: Credentials{Username: "analytics", Password: "analytics-secret", PasswordEnv: "TOLLGATE_ANALYTICS_PASSWORD"},
-			TLS:         TLS{Mode: TLSVerifyFull, CAFile: f.ca}, Line: 50},
+			TLS:         TLS{Mode: TLSVerifyFull, CAFile: f.ca}, Line: 51},
 		{Name: "legacy-db", Protocol: "postgres", Address: "[::1]:5433", Upstream: "[::1]:5433",
-			Credentials: Credentials{Passthrough: true}, TLS: TLS{Mode: TLSDisable}, Line: 59},
+			Credentials: Credentials{Passthrough: true}, TLS: TLS{Mode: TLSDisable}, Line: 60},
 		{Name: "cache", Protocol: "tcp", Address: "[fd00:77::/64]:6379", Upstream: "[fd00:77::10]:6379",
-			TLS: TLS{Mode: TLSDisable}, Line: 64},
+			TLS: TLS{Mode: TLSDisable}, Line: 65},
 	}
 	if len(c.Targets) != len(wantTargets) {
 		t.Fatalf("got %d targets; want %d", len(c.Targets), len(wantTargets))
@@ -182,7 +186,7 @@ func TestParseFull(t *testing.T) {
 	if got, want := c.Audit, (Audit{Dir: "/var/lib/tollgate/audit", Durability: DurabilityBatch, FlushInterval: DefaultFlushInterval, SyncInterval: DefaultSyncInterval}); !reflect.DeepEqual(got, want) {
 		t.Errorf("got audit %+v; want %+v", got, want)
 	}
-	if got, want := c.Line("targets[1].tls.ca_file"), 57; got != want {
+	if got, want := c.Line("targets[1].tls.ca_file"), 58; got != want {
 		t.Errorf("got Line(targets[1].tls.ca_file) %d; want %d", got, want)
 	}
 	wantApprovals := Approvals{

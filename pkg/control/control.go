@@ -85,6 +85,10 @@ type KernelCounters struct {
 	DeniedUDP     uint64 `json:"denied_udp"`
 	Established   uint64 `json:"established"`
 	NotConfigured uint64 `json:"not_configured"`
+	// Sends between governed clients and the agent handed socket to
+	// socket (proxy.shortcut), and those that took TCP instead.
+	ShortcutSends    uint64 `json:"shortcut_sends"`
+	ShortcutTCPSends uint64 `json:"shortcut_tcp_sends"`
 }
 
 // Backend is what the server asks the agent. A Backend that also

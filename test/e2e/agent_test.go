@@ -378,6 +378,21 @@ targets:
 	if _, err := net.DialTimeout("tcp4", target, time.Second); err == nil || !strings.Contains(err.Error(), "refused") {
 		t.Errorf("ungoverned dial: %v; want connection refused", err)
 	}
+
+	// A conversation takes the same-host shortcut (proxy.shortcut, on by
+	// default) once each end has said how far it read: the client's first
+	// line goes by TCP, the rest and the agent's replies socket to socket.
+	h := testenv.Hold(t, a.cg, "tcp4", target)
+	for _, line := range []string{"a", "b", "c"} {
+		if got := h.Send(line); got != "orders: "+line {
+			t.Fatalf("held connection: %q; want the upstream's reply", got)
+		}
+	}
+	out, _ = a.tollctl("status", "-o", "json")
+	var st control.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil || st.Kernel.ShortcutSends < 4 || st.Kernel.ShortcutTCPSends == 0 {
+		t.Errorf("kernel counters = %+v (%v); want the shortcut taken", st.Kernel, err)
+	}
 }
 
 func TestKill9FailsClosedAndRestartAdopts(t *testing.T) {
