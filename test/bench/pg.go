@@ -181,7 +181,7 @@ func runPG(seconds, rounds int, baselineBin, perfDir string) error {
 
 	fmt.Printf("\npgbench -S (select-only), scale 10, %ds per run, PostgreSQL 15, %s\n", seconds, time.Now().Format(time.RFC3339))
 	server := postmaster{postmasterPID(work)}
-	fmt.Printf("%-10s %-9s %12s %12s %12s %12s %14s %14s %16s %14s %14s %12s %9s\n", "mode", "path", "TPS c=8", "p50 c=1", "p99 c=1", "TPS vs direct", "proxy CPU/tx", "read+write/tx", "machine CPU/tx", "pgbench CPU/tx", "server CPU/tx", "switches/tx", "irqs/tx")
+	fmt.Printf("%-10s %-9s %12s %12s %12s %12s %14s %14s %16s %14s %14s %12s %9s %9s\n", "mode", "path", "TPS c=8", "p50 c=1", "p99 c=1", "TPS vs direct", "proxy CPU/tx", "read+write/tx", "machine CPU/tx", "pgbench CPU/tx", "server CPU/tx", "switches/tx", "irqs/tx", "segs/tx")
 	for _, mode := range []string{"simple", "prepared"} {
 		res := map[string]pgResult{}
 		// Interleave paths, rounds times, so drift in machine load hits
@@ -229,8 +229,8 @@ func runPG(seconds, rounds int, baselineBin, perfDir string) error {
 			if r.syscalls > 0 {
 				sys = fmt.Sprintf("%.2f", float64(r.syscalls)/float64(r.txs))
 			}
-			switches, irqs := r.machine.eventsPerTx(r.txs)
-			fmt.Printf("%-10s %-9s %12.0f %12v %12v %11.2fx %14s %14s %16s %14s %14s %12s %9s\n", mode, p.name, r.tps, r.p50, r.p99, r.tps/res["direct"].tps, cpu, sys, r.machine.perTx(r.txs), perTx(r.client, r.txs), perTx(r.server, r.txs), switches, irqs)
+			switches, irqs, segs := r.machine.eventsPerTx(r.txs)
+			fmt.Printf("%-10s %-9s %12.0f %12v %12v %11.2fx %14s %14s %16s %14s %14s %12s %9s %9s\n", mode, p.name, r.tps, r.p50, r.p99, r.tps/res["direct"].tps, cpu, sys, r.machine.perTx(r.txs), perTx(r.client, r.txs), perTx(r.server, r.txs), switches, irqs, segs)
 		}
 		fmt.Printf("%-10s tollgate/pgbouncer TPS %.2fx; tollgate adds %v p50 over direct at 1 client\n",
 			mode, res["tollgate"].tps/res["pgbouncer"].tps, res["tollgate"].p50-res["direct"].p50)
@@ -347,23 +347,25 @@ type machineUse struct {
 	busy, steal time.Duration
 	switches    int64 // context switches
 	irqs        int64 // interrupts, inter-processor ones (wake-ups) included
+	segs        int64 // TCP segments sent, pure ACKs included (/proc/net/snmp)
 }
 
 func (u machineUse) sub(v machineUse) machineUse {
-	return machineUse{busy: u.busy - v.busy, steal: u.steal - v.steal, switches: u.switches - v.switches, irqs: u.irqs - v.irqs}
+	return machineUse{busy: u.busy - v.busy, steal: u.steal - v.steal, switches: u.switches - v.switches, irqs: u.irqs - v.irqs, segs: u.segs - v.segs}
 }
 
 func (u machineUse) add(v machineUse) machineUse {
-	return machineUse{busy: u.busy + v.busy, steal: u.steal + v.steal, switches: u.switches + v.switches, irqs: u.irqs + v.irqs}
+	return machineUse{busy: u.busy + v.busy, steal: u.steal + v.steal, switches: u.switches + v.switches, irqs: u.irqs + v.irqs, segs: u.segs + v.segs}
 }
 
-// eventsPerTx formats the machine's context switches and interrupts per
-// transaction.
-func (u machineUse) eventsPerTx(txs int64) (switches, irqs string) {
+// eventsPerTx formats the machine's context switches, interrupts and TCP
+// segments per transaction.
+func (u machineUse) eventsPerTx(txs int64) (switches, irqs, segs string) {
 	if txs == 0 {
-		return "", ""
+		return "", "", ""
 	}
-	return fmt.Sprintf("%.2f", float64(u.switches)/float64(txs)), fmt.Sprintf("%.2f", float64(u.irqs)/float64(txs))
+	per := func(n int64) string { return fmt.Sprintf("%.2f", float64(n)/float64(txs)) }
+	return per(u.switches), per(u.irqs), per(u.segs)
 }
 
 // perTx formats the busy time per transaction, and the steal when there
@@ -406,7 +408,34 @@ func sampleMachine() machineUse {
 			u.irqs, _ = strconv.ParseInt(v, 10, 64)
 		}
 	}
+	u.segs = tcpOutSegs()
 	return u
+}
+
+// tcpOutSegs reads the host's count of TCP segments sent.
+func tcpOutSegs() int64 {
+	b, err := os.ReadFile("/proc/net/snmp")
+	if err != nil {
+		return 0
+	}
+	var names []string
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 0 || f[0] != "Tcp:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, n := range names {
+			if n == "OutSegs" && i < len(f) {
+				v, _ := strconv.ParseInt(f[i], 10, 64)
+				return v
+			}
+		}
+	}
+	return 0
 }
 
 // postmaster samples the CPU time of a PostgreSQL cluster: the
