@@ -91,6 +91,9 @@ $TCTL --socket "$work/tollctl.sock" sessions ls
 ids=$($TCTL --socket "$work/tollctl.sock" sessions ls -o json | python3 -c 'import json,sys; print(" ".join(s["id"] for s in json.load(sys.stdin)))')
 $TCTL --socket "$work/tollctl.sock" sessions show "${ids%% *}"
 $TCTL --socket "$work/tollctl.sock" identities ls
+# The hop between the script and the agent never left the host: most of its
+# sends went socket to socket (proxy.shortcut), not through TCP/IP.
+$TCTL --socket "$work/tollctl.sock" status | grep '^shortcut:'
 
 say "7. The sessions, replayed from the audit journal"
 for id in $ids; do $TCTL --socket "$work/tollctl.sock" sessions replay "$id" --speed 0; done
