@@ -24,6 +24,18 @@
 // loads the compiler would merge neighbouring fields into.
 #define READ_U32(f) (*(volatile __u32 *)&(f))
 
+// COPY_IP6 copies a context's IPv6 address (four 32-bit fields) to the
+// 16 bytes at dst, one field at a time.
+#define COPY_IP6(dst, f)                                   \
+	do {                                               \
+		__u32 w_[4];                               \
+		w_[0] = READ_U32((f)[0]);                  \
+		w_[1] = READ_U32((f)[1]);                  \
+		w_[2] = READ_U32((f)[2]);                  \
+		w_[3] = READ_U32((f)[3]);                  \
+		__builtin_memcpy((dst), w_, 16);           \
+	} while (0)
+
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 // Addresses are stored in 16 bytes; IPv4 as IPv4-mapped IPv6 (::ffff:a.b.c.d),
@@ -395,17 +407,8 @@ static __always_inline void skops_tuple(struct bpf_sock_ops *skops, struct tuple
 		map_v4(t->src_addr, skops->local_ip4);
 		map_v4(t->dst_addr, skops->remote_ip4);
 	} else {
-		__u32 s[4], d[4];
-		s[0] = READ_U32(skops->local_ip6[0]);
-		s[1] = READ_U32(skops->local_ip6[1]);
-		s[2] = READ_U32(skops->local_ip6[2]);
-		s[3] = READ_U32(skops->local_ip6[3]);
-		d[0] = READ_U32(skops->remote_ip6[0]);
-		d[1] = READ_U32(skops->remote_ip6[1]);
-		d[2] = READ_U32(skops->remote_ip6[2]);
-		d[3] = READ_U32(skops->remote_ip6[3]);
-		__builtin_memcpy(t->src_addr, s, 16);
-		__builtin_memcpy(t->dst_addr, d, 16);
+		COPY_IP6(t->src_addr, skops->local_ip6);
+		COPY_IP6(t->dst_addr, skops->remote_ip6);
 	}
 	t->src_port = (__u16)skops->local_port;
 	t->dst_port = (__u16)bpf_ntohl(skops->remote_port);
@@ -490,17 +493,8 @@ int tg_skmsg(struct sk_msg_md *msg)
 		map_v4(me.src_addr, msg->local_ip4);
 		map_v4(me.dst_addr, msg->remote_ip4);
 	} else {
-		__u32 s[4], d[4];
-		s[0] = READ_U32(msg->local_ip6[0]);
-		s[1] = READ_U32(msg->local_ip6[1]);
-		s[2] = READ_U32(msg->local_ip6[2]);
-		s[3] = READ_U32(msg->local_ip6[3]);
-		d[0] = READ_U32(msg->remote_ip6[0]);
-		d[1] = READ_U32(msg->remote_ip6[1]);
-		d[2] = READ_U32(msg->remote_ip6[2]);
-		d[3] = READ_U32(msg->remote_ip6[3]);
-		__builtin_memcpy(me.src_addr, s, 16);
-		__builtin_memcpy(me.dst_addr, d, 16);
+		COPY_IP6(me.src_addr, msg->local_ip6);
+		COPY_IP6(me.dst_addr, msg->remote_ip6);
 	}
 	me.src_port = (__u16)msg->local_port;
 	me.dst_port = (__u16)bpf_ntohl(msg->remote_port);
