@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -308,5 +309,36 @@ func TestShortcutCounters(t *testing.T) {
 	}
 	if st.Shortcut == 0 || st.ShortcutTcp == 0 {
 		t.Errorf("stats = %+v; want sends counted both ways", st)
+	}
+}
+
+// A client in a pod (another network namespace, reaching the agent on the
+// link-local address through a veth) gets the shortcut too: the sockhash
+// spans namespaces, and the two ends still see the same addresses.
+func TestShortcutFromPod(t *testing.T) {
+	done := make(chan error, 1)
+	handle := func(r *Redirector, c net.Conn) { done <- shortcutProxy(r, c) }
+	f := newFixtureServing(t, handle)
+	remove, err := AddLocalAddress(f.opts.Proxy.Remote)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := remove(); err != nil {
+			t.Errorf("remove link-local address: %v", err)
+		}
+	})
+	serve(t, f.r, listen(t, "tcp4", net.JoinHostPort(f.opts.Proxy.Remote.String(), strconv.Itoa(int(f.proxyPort)))), handle)
+	pod := testenv.NewPod(t)
+	podCg := testenv.NewCgroup(t, f.cg)
+	cmd := pod.Command(testenv.Helper("shortcut", "tcp4", f.target("127.77.0.5")))
+	testenv.InCgroup(t, cmd, podCg)
+	var res testenv.DialResult
+	testenv.RunJSON(t, cmd, &res)
+	if err := <-done; err != nil {
+		t.Errorf("proxy end: %v", err)
+	}
+	if !res.OK {
+		t.Errorf("client end: %s", res.Err)
 	}
 }
