@@ -155,7 +155,7 @@ struct {
 // accepted socket, put there by the agent. A socket leaves when it closes.
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, 131072); // two sockets a connection
 	__type(key, struct tuple);
 	__type(value, __u64);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
