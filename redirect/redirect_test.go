@@ -407,8 +407,9 @@ func unmap(s string) netip.AddrPort {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
-func TestPodClientReachesProxyOnLinkLocal(t *testing.T) {
-	f := newFixture(t)
+// pod serves the proxy on the link-local address too, with handle, and
+// returns a pod and a cgroup of its own under the governed one.
+func (f *fixture) pod(t *testing.T, handle func(*Redirector, net.Conn)) (testenv.Pod, testenv.Cgroup) {
 	remove, err := AddLocalAddress(f.opts.Proxy.Remote)
 	if err != nil {
 		t.Fatal(err)
@@ -418,9 +419,13 @@ func TestPodClientReachesProxyOnLinkLocal(t *testing.T) {
 			t.Errorf("remove link-local address: %v", err)
 		}
 	})
-	serve(t, f.r, listen(t, "tcp4", net.JoinHostPort(f.opts.Proxy.Remote.String(), strconv.Itoa(int(f.proxyPort)))), replyOrigin)
-	pod := testenv.NewPod(t)
-	podCg := testenv.NewCgroup(t, f.cg)
+	serve(t, f.r, listen(t, "tcp4", net.JoinHostPort(f.opts.Proxy.Remote.String(), strconv.Itoa(int(f.proxyPort)))), handle)
+	return testenv.NewPod(t), testenv.NewCgroup(t, f.cg)
+}
+
+func TestPodClientReachesProxyOnLinkLocal(t *testing.T) {
+	f := newFixture(t)
+	pod, podCg := f.pod(t, replyOrigin)
 
 	cmd := pod.Command(testenv.Helper("dial", "tcp4", f.target("127.77.0.5"), "from-pod", "0"))
 	testenv.InCgroup(t, cmd, podCg)

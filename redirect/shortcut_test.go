@@ -8,7 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
-	"strconv"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -174,16 +174,7 @@ func TestShortcutKeepsOrderAndFallsBack(t *testing.T) {
 			f := newFixtureServing(t, func(r *Redirector, c net.Conn) {
 				done <- shortcutProxy(r, c)
 			})
-			cmd := testenv.Helper("shortcut", tc.network, f.target(tc.host))
-			testenv.InCgroup(t, cmd, f.cg)
-			var res testenv.DialResult
-			testenv.RunJSON(t, cmd, &res)
-			if err := <-done; err != nil {
-				t.Errorf("proxy end: %v", err)
-			}
-			if !res.OK {
-				t.Errorf("client end: %s", res.Err)
-			}
+			runShortcut(t, testenv.Helper("shortcut", tc.network, f.target(tc.host)), f.cg, done)
 		})
 	}
 }
@@ -296,12 +287,9 @@ func TestShortcutCounters(t *testing.T) {
 	f := newFixtureServing(t, func(r *Redirector, c net.Conn) {
 		done <- shortcutProxy(r, c)
 	})
-	cmd := testenv.Helper("shortcut", "tcp4", f.target("127.77.0.5"))
-	testenv.InCgroup(t, cmd, f.cg)
-	var res testenv.DialResult
-	testenv.RunJSON(t, cmd, &res)
-	if err := <-done; err != nil || !res.OK {
-		t.Fatalf("proxy: %v; client: %s", err, res.Err)
+	runShortcut(t, testenv.Helper("shortcut", "tcp4", f.target("127.77.0.5")), f.cg, done)
+	if t.Failed() {
+		return
 	}
 	st, err := f.r.Stats()
 	if err != nil {
@@ -319,20 +307,15 @@ func TestShortcutFromPod(t *testing.T) {
 	done := make(chan error, 1)
 	handle := func(r *Redirector, c net.Conn) { done <- shortcutProxy(r, c) }
 	f := newFixtureServing(t, handle)
-	remove, err := AddLocalAddress(f.opts.Proxy.Remote)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := remove(); err != nil {
-			t.Errorf("remove link-local address: %v", err)
-		}
-	})
-	serve(t, f.r, listen(t, "tcp4", net.JoinHostPort(f.opts.Proxy.Remote.String(), strconv.Itoa(int(f.proxyPort)))), handle)
-	pod := testenv.NewPod(t)
-	podCg := testenv.NewCgroup(t, f.cg)
-	cmd := pod.Command(testenv.Helper("shortcut", "tcp4", f.target("127.77.0.5")))
-	testenv.InCgroup(t, cmd, podCg)
+	pod, podCg := f.pod(t, handle)
+	runShortcut(t, pod.Command(testenv.Helper("shortcut", "tcp4", f.target("127.77.0.5"))), podCg, done)
+}
+
+// runShortcut runs the shortcut helper cmd in cgroup cg and fails the test
+// unless both ends (done: the proxy's) ran their script through.
+func runShortcut(t *testing.T, cmd *exec.Cmd, cg testenv.Cgroup, done <-chan error) {
+	t.Helper()
+	testenv.InCgroup(t, cmd, cg)
 	var res testenv.DialResult
 	testenv.RunJSON(t, cmd, &res)
 	if err := <-done; err != nil {
