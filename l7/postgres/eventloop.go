@@ -80,7 +80,7 @@ type eventLoop struct {
 
 	// spin is how long the loop polls before it parks, up to spinMax:
 	// doubled when the wait it gave up on ended soon after, halved when
-	// it waited long (spinFor).
+	// it waited long (adapt).
 	spin, spinMax time.Duration
 }
 
