@@ -16,16 +16,16 @@
 #include <bpf/bpf_endian.h>
 
 #define AF_INET 2
-#define SK_PASS 1
 #define AF_INET6 10
 #define TCP_CLOSE 7
+#define SK_PASS 1
 
 // READ_U32 reads one 32-bit context field; the verifier refuses the 64-bit
 // loads the compiler would merge neighbouring fields into.
 #define READ_U32(f) (*(volatile __u32 *)&(f))
 
 // COPY_IP6 copies a context's IPv6 address (four 32-bit fields) to the
-// 16 bytes at dst, one field at a time.
+// 16 bytes at dst, one 32-bit load at a time.
 #define COPY_IP6(dst, f)                                   \
 	do {                                               \
 		__u32 w_[4];                               \
@@ -290,16 +290,6 @@ int tg_connect4(struct bpf_sock_addr *ctx)
 	return 1;
 }
 
-// load_user_ip6 copies the socket address's IPv6 words one 32-bit load at
-// a time.
-static __always_inline void load_user_ip6(struct bpf_sock_addr *ctx, __u32 *ip6)
-{
-	ip6[0] = READ_U32(ctx->user_ip6[0]);
-	ip6[1] = READ_U32(ctx->user_ip6[1]);
-	ip6[2] = READ_U32(ctx->user_ip6[2]);
-	ip6[3] = READ_U32(ctx->user_ip6[3]);
-}
-
 // datagram_verdict refuses a datagram (or a UDP connect) to a target from a
 // governed socket: 0 refuses, 1 lets it pass.
 static __always_inline int datagram_verdict(struct bpf_sock_addr *ctx, struct config *cfg, __u8 *addr, __u16 port)
@@ -322,7 +312,7 @@ int tg_connect6(struct bpf_sock_addr *ctx)
 	if (!cfg)
 		return 1;
 	__u32 ip6[4];
-	load_user_ip6(ctx, ip6);
+	COPY_IP6(ip6, ctx->user_ip6);
 	__u16 port = bpf_ntohs((__u16)ctx->user_port);
 	int mapped = is_v4_mapped(ip6);
 
@@ -365,7 +355,7 @@ int tg_sendmsg6(struct bpf_sock_addr *ctx)
 	if (!cfg)
 		return 1;
 	__u32 ip6[4];
-	load_user_ip6(ctx, ip6);
+	COPY_IP6(ip6, ctx->user_ip6);
 	return datagram_verdict(ctx, cfg, (__u8 *)ip6, bpf_ntohs((__u16)ctx->user_port));
 }
 

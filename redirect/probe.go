@@ -35,11 +35,7 @@ func Probe(cgroupMount string) ([]ProbeResult, error) {
 	var objs bpf.TollgateObjects
 	shortcutErr, err := loadObjects(spec, &objs, nil)
 	if err != nil {
-		var verr *ebpf.VerifierError
-		if errors.As(err, &verr) {
-			err = fmt.Errorf("%w (verifier: %s)", err, lastLines(verr.Log, 3))
-		}
-		return nil, fmt.Errorf("load programs: %w", err)
+		return nil, fmt.Errorf("load programs: %w", withVerifierLog(err))
 	}
 	defer objs.Close()
 
@@ -67,14 +63,19 @@ func Probe(cgroupMount string) ([]ProbeResult, error) {
 			Target: objs.TgSocks.FD(), Program: objs.TgSkmsg, Attach: ebpf.AttachSkMsgVerdict})
 	}
 	if shortcutErr != nil {
-		var verr *ebpf.VerifierError
-		if errors.As(shortcutErr, &verr) {
-			shortcutErr = fmt.Errorf("%w (verifier: %s)", shortcutErr, lastLines(verr.Log, 3))
-		}
-		shortcutErr = fmt.Errorf("%w: clients reach the agent over TCP (proxy.shortcut needs BTF and Linux 5.9)", shortcutErr)
+		shortcutErr = fmt.Errorf("%w: clients reach the agent over TCP (proxy.shortcut needs BTF and Linux 5.9)", withVerifierLog(shortcutErr))
 	}
 	out = append(out, ProbeResult{Program: "sk_msg", Err: shortcutErr, Optional: true})
 	return out, nil
+}
+
+// withVerifierLog adds the end of the verifier's log to a refused load.
+func withVerifierLog(err error) error {
+	var verr *ebpf.VerifierError
+	if errors.As(err, &verr) {
+		return fmt.Errorf("%w (verifier: %s)", err, lastLines(verr.Log, 3))
+	}
+	return err
 }
 
 func lastLines(lines []string, n int) []string {

@@ -418,12 +418,22 @@ func (r *Redirector) Lookup(peer, local netip.AddrPort) (Origin, error) {
 
 // LookupConn is Lookup for an accepted TCP connection.
 func (r *Redirector) LookupConn(c net.Conn) (Origin, error) {
-	peer, err1 := netip.ParseAddrPort(c.RemoteAddr().String())
-	local, err2 := netip.ParseAddrPort(c.LocalAddr().String())
-	if err := errors.Join(err1, err2); err != nil {
-		return Origin{}, fmt.Errorf("redirect: connection addresses: %w", err)
+	peer, local, err := connAddrs(c)
+	if err != nil {
+		return Origin{}, err
 	}
-	return r.Lookup(netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port()), netip.AddrPortFrom(local.Addr().Unmap(), local.Port()))
+	return r.Lookup(peer, local)
+}
+
+// connAddrs returns an accepted connection's client and local addresses,
+// IPv4 unmapped.
+func connAddrs(c net.Conn) (peer, local netip.AddrPort, err error) {
+	p, err1 := netip.ParseAddrPort(c.RemoteAddr().String())
+	l, err2 := netip.ParseAddrPort(c.LocalAddr().String())
+	if err := errors.Join(err1, err2); err != nil {
+		return peer, local, fmt.Errorf("redirect: connection addresses: %w", err)
+	}
+	return netip.AddrPortFrom(p.Addr().Unmap(), p.Port()), netip.AddrPortFrom(l.Addr().Unmap(), l.Port()), nil
 }
 
 // Shortcut lets an accepted connection and its client exchange bytes
@@ -442,14 +452,13 @@ func (r *Redirector) Shortcut(c net.Conn) error {
 	if !ok {
 		return fmt.Errorf("redirect: shortcut: %T has no socket", c)
 	}
-	peer, err1 := netip.ParseAddrPort(c.RemoteAddr().String())
-	local, err2 := netip.ParseAddrPort(c.LocalAddr().String())
-	if err := errors.Join(err1, err2); err != nil {
-		return fmt.Errorf("redirect: connection addresses: %w", err)
+	peer, local, err := connAddrs(c)
+	if err != nil {
+		return err
 	}
 	k := bpf.TollgateTuple{
-		SrcAddr: local.Addr().Unmap().As16(),
-		DstAddr: peer.Addr().Unmap().As16(),
+		SrcAddr: local.Addr().As16(),
+		DstAddr: peer.Addr().As16(),
 		SrcPort: local.Port(),
 		DstPort: peer.Port(),
 	}
