@@ -233,7 +233,9 @@ func (r *Reader) readLine() ([]byte, error) {
 // appended after the call), as they are written: history still on disk
 // first, then each new record within one flush of being appended. The
 // channel is closed when ctx is done, the journal is closed (after the
-// last records), or a segment cannot be read.
+// last records), or a segment cannot be read. On a closed journal Follow
+// returns ErrClosed once the flusher has written what Close left it, so a
+// reader opened after that sees every record.
 func (j *Journal) Follow(ctx context.Context, fromSeq uint64) (<-chan Record, error) {
 	j.mu.Lock()
 	closed := j.closed
@@ -242,6 +244,7 @@ func (j *Journal) Follow(ctx context.Context, fromSeq uint64) (<-chan Record, er
 	}
 	j.mu.Unlock()
 	if closed {
+		<-j.done
 		return nil, ErrClosed
 	}
 	r, err := NewReader(j.dir, Filter{FromSeq: fromSeq})

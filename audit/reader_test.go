@@ -141,6 +141,43 @@ func TestFollow(t *testing.T) {
 	}
 }
 
+// TestFollowDuringClose calls Follow while Close is writing what was
+// buffered: the ErrClosed it returns comes only once the records are on
+// disk, so a reader opened after it (as a sink drains) finds all of them.
+func TestFollowDuringClose(t *testing.T) {
+	dir := t.TempDir()
+	j := mustOpen(t, dir, Options{PrivateKey: newKey(t), FlushInterval: time.Hour, SyncInterval: time.Hour, FlushRecords: 1 << 20, CheckpointRecords: -1})
+	ctx := context.Background()
+	const n = 3000
+	for i := 0; i < n; i++ {
+		if _, err := j.Append(ctx, TypeStatement, map[string]int{"i": i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- j.Close() }()
+	for {
+		fctx, cancel := context.WithCancel(ctx)
+		ch, err := j.Follow(fctx, 1)
+		cancel()
+		if errors.Is(err, ErrClosed) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range ch {
+		}
+	}
+	got := readAll(t, dir, Filter{Types: []string{TypeStatement}})
+	if len(got) != n {
+		t.Errorf("after Follow returned ErrClosed: %d statements on disk, want %d", len(got), n)
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestFollowStopsWithContext(t *testing.T) {
 	j := mustOpen(t, t.TempDir(), Options{PrivateKey: newKey(t)})
 	defer j.Close()
