@@ -140,6 +140,12 @@ func runPG(seconds, rounds int, baselineBin, perfDir string) error {
 			fmt.Printf("%-9s tcp relay %.0f TPS, agent CPU/tx %s, read+write/tx %.2f\n",
 				mode, run.tps, perTx(used.cpu, run.txs), float64(used.syscalls)/float64(run.txs))
 		}
+		if perfSystem {
+			// The server without a proxy: what a proxy adds to its costs.
+			if err := perfAgent(perfDir, "direct", g, work, paths[0].host, paths[0].port, password, postmasterPID(work), seconds); err != nil {
+				return err
+			}
+		}
 		if err := perfAgent(perfDir, "tollgate", g, work, paths[2].host, paths[2].port, password, paths[2].pid, seconds); err != nil {
 			return err
 		}
@@ -264,7 +270,11 @@ func perfAgent(dir, name string, g *governed, work, host, port, password string,
 		if perfSystem {
 			scope = []string{"-a"}
 		}
-		rec := exec.Command("perf", append([]string{"record", "-F", "4999", "-g", "-o", data}, scope...)...)
+		args := []string{"-F", "4999", "-g"}
+		if a := os.Getenv("BENCH_PERF_ARGS"); a != "" {
+			args = strings.Fields(a)
+		}
+		rec := exec.Command("perf", append(append(append([]string{"record"}, args...), "-o", data), scope...)...)
 		rec.Stderr = os.Stderr
 		if err := rec.Start(); err != nil {
 			return fmt.Errorf("perf record: %w", err)
