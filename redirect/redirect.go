@@ -17,7 +17,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 
@@ -191,21 +190,33 @@ func (r *Redirector) load() error {
 }
 
 // loadObjects loads spec into objs. The shortcut's program needs more of
-// the kernel (BTF, Linux 5.9) than the rest: when it alone cannot load, it
-// is replaced by one that sends everything by TCP, never attached, and its
+// the kernel (BTF, Linux 5.9) than the rest, so it is loaded on its own,
+// onto the maps the rest created: when it alone cannot load, a program
+// that sends everything by TCP takes its place (never attached), and its
 // error is returned apart.
 func loadObjects(spec *ebpf.CollectionSpec, objs *bpf.TollgateObjects, opts *ebpf.CollectionOptions) (shortcutErr, err error) {
-	err = spec.LoadAndAssign(objs, opts)
-	if err == nil || !strings.Contains(err.Error(), "program "+bpf.TollgateProgTgSkmsg+":") {
-		return nil, err
+	if opts == nil {
+		opts = &ebpf.CollectionOptions{}
 	}
-	shortcutErr = err
-	spec = spec.Copy()
-	spec.Programs[bpf.TollgateProgTgSkmsg] = &ebpf.ProgramSpec{
+	rest := spec.Copy()
+	rest.Programs[bpf.TollgateProgTgSkmsg] = &ebpf.ProgramSpec{
 		Name: bpf.TollgateProgTgSkmsg, Type: ebpf.SkMsg, License: "Dual MIT/GPL",
 		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 1 /* SK_PASS */), asm.Return()},
 	}
-	return shortcutErr, spec.LoadAndAssign(objs, opts)
+	coll, err := ebpf.NewCollectionWithOptions(rest, *opts)
+	if err != nil {
+		return nil, err
+	}
+	defer coll.Close() // what Assign did not take
+	one := spec.Copy()
+	one.Programs = map[string]*ebpf.ProgramSpec{bpf.TollgateProgTgSkmsg: one.Programs[bpf.TollgateProgTgSkmsg]}
+	shortcut, shortcutErr := ebpf.NewCollectionWithOptions(one, ebpf.CollectionOptions{Programs: opts.Programs, MapReplacements: coll.Maps})
+	if shortcutErr == nil {
+		coll.Programs[bpf.TollgateProgTgSkmsg].Close()
+		coll.Programs[bpf.TollgateProgTgSkmsg] = shortcut.DetachProgram(bpf.TollgateProgTgSkmsg)
+		shortcut.Close() // its clones of the maps
+	}
+	return shortcutErr, coll.Assign(objs)
 }
 
 func (r *Redirector) configure(opts Options) error {
