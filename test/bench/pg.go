@@ -270,11 +270,12 @@ func perfAgent(dir, name string, g *governed, work, host, port, password string,
 		if perfSystem {
 			scope = []string{"-a"}
 		}
-		args := []string{"-F", "4999", "-g"}
+		args := []string{"record", "-F", "4999", "-g"}
 		if a := os.Getenv("BENCH_PERF_ARGS"); a != "" {
-			args = strings.Fields(a)
+			args = append(args[:1], strings.Fields(a)...)
 		}
-		rec := exec.Command("perf", append(append(append([]string{"record"}, args...), "-o", data), scope...)...)
+		args = append(append(args, "-o", data), scope...)
+		rec := exec.Command("perf", args...)
 		rec.Stderr = os.Stderr
 		if err := rec.Start(); err != nil {
 			return fmt.Errorf("perf record: %w", err)
